@@ -1,0 +1,1 @@
+"""File input/output: audio, MIDI, and in-process codec round trips."""

@@ -1,0 +1,1 @@
+"""The psychoacoustic model: calibration, thresholds, masking, dominant tones, NMR."""
