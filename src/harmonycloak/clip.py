@@ -80,6 +80,8 @@ class PianoRoll:
     C1 with 84 pitches up to B7). ``onsets`` (bool, same shape) marks the step where each
     note starts, so repeated notes of one pitch stay apart; when None, every run of
     non-zero steps is one note. Tempo and meter changes are kept at their steps.
+    ``warnings`` holds plain-language notes for the musician about what loading left
+    out or changed (e.g. notes outside the pitch range); empty when nothing was lost.
     """
 
     velocities: np.ndarray
@@ -93,6 +95,7 @@ class PianoRoll:
     onsets: np.ndarray | None = None
     source: str | None = None
     ticks_per_beat: int = field(default=480)
+    warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.velocities.ndim != 3:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv and install harmonycloak with its test tools. Safe to run again.
+# torch is installed first, pinned to the CPU build 2.13.0: a looser pin would pull
+# several GB of CUDA packages. On a machine with an NVIDIA GPU, install the CUDA build of
+# torch into .venv yourself before running this; the script keeps whatever torch it finds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-python3}"
+command -v "$py" >/dev/null || { echo "error: $py not found; install Python 3.10 or newer" >&2; exit 2; }
+"$py" - <<'PY' || { echo "error: harmonycloak needs Python 3.10 or newer" >&2; exit 2; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+if [ ! -x .venv/bin/python ]; then
+    echo "Creating .venv ..."
+    "$py" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    echo "Installing torch 2.13.0 (CPU) ..."
+    "${pip[@]}" "torch==2.13.0"
+fi
+echo "Installing harmonycloak and test tools ..."
+"${pip[@]}" -e ".[dev]"
+echo "Ready: .venv/bin/harmonycloak --help"

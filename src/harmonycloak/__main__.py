@@ -1,0 +1,5 @@
+"""``python -m harmonycloak`` runs the command line."""
+
+from harmonycloak.cli.app import run
+
+run()

@@ -1,0 +1,1 @@
+"""The ``harmonycloak`` command line (Typer + rich): one module per command group."""

@@ -1,0 +1,217 @@
+"""Where files meet the math: ``analyze()`` (and, with the cloak engine, ``protect()``).
+
+Functions here load through ``harmonycloak.io`` (which validates), run the
+psychoacoustic model, and return plain report dataclasses that the CLI prints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harmonycloak import __version__
+from harmonycloak.clip import AudioClip
+from harmonycloak.config import AnalysisConfig, config_dict
+from harmonycloak.errors import InputError
+
+__all__ = ["AnalysisReport", "MaskingSummary", "analyze", "analyze_clip", "note_name"]
+
+# The band where the masking summary is taken: below 50 Hz little is audible anyway and
+# above 16 kHz the threshold in quiet dominates (and lossy codecs cut it).
+_SUMMARY_LOW_HZ = 50.0
+_SUMMARY_HIGH_HZ = 16_000.0
+_QUIET_HEADROOM_DB = 3.0
+_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+@dataclass(frozen=True)
+class MaskingSummary:
+    """How much room the music's masking leaves for hidden sound.
+
+    * ``median_headroom_db`` / ``p10_headroom_db``: per frame, the mean over 50 Hz–16 kHz
+      bins of (masking threshold − threshold in quiet), in dB; median and 10th percentile
+      over frames and channels. Sound this far above the threshold of hearing in quiet
+      stays hidden under the music.
+    * ``median_smr_db``: per frame, music power over masking-threshold power in the same
+      band, in dB (signal-to-mask ratio); median over frames with music.
+    * ``quiet_share``: share of frames whose headroom is below 3 dB: passages where
+      nothing can hide.
+    """
+
+    median_headroom_db: float
+    p10_headroom_db: float
+    median_smr_db: float | None
+    quiet_share: float
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    """What ``harmonycloak analyze`` reports for one file (see docs/analyze.md)."""
+
+    file: str
+    duration_s: float
+    sample_rate_hz: int
+    channels: int
+    lufs: float | None
+    peak_dbfs: float | None
+    true_peak_dbtp: float | None
+    dominant_hz_median: float | None
+    dominant_note_median: str | None
+    dominant_active_share: float
+    dominant_hz_per_second: list[float | None]
+    masking: MaskingSummary
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    plot: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with stable keys (floats rounded for reading)."""
+        data = {
+            "file": self.file,
+            "duration_s": _round(self.duration_s, 4),
+            "sample_rate_hz": self.sample_rate_hz,
+            "channels": self.channels,
+            "lufs": _round(self.lufs),
+            "peak_dbfs": _round(self.peak_dbfs),
+            "true_peak_dbtp": _round(self.true_peak_dbtp),
+            "dominant_hz_median": _round(self.dominant_hz_median, 1),
+            "dominant_note_median": self.dominant_note_median,
+            "dominant_active_share": _round(self.dominant_active_share, 4),
+            "dominant_hz_per_second": [_round(v, 1) for v in self.dominant_hz_per_second],
+            "masking": {k: _round(v) for k, v in self.masking.__dict__.items()},
+            "config": self.config,
+            "notes": self.notes,
+            "plot": self.plot,
+            "version": __version__,
+        }
+        return data
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def note_name(frequency_hz: float) -> str:
+    """Nearest equal-tempered note name (A4 = 440 Hz), e.g. ``"A4"``, ``"C#3"``."""
+    midi = int(round(69 + 12 * math.log2(frequency_hz / 440.0)))
+    return f"{_NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
+
+
+def _summary_band(freqs_hz: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    high = min(_SUMMARY_HIGH_HZ, 0.95 * sample_rate_hz / 2)
+    return (freqs_hz >= _SUMMARY_LOW_HZ) & (freqs_hz <= high)
+
+
+def _masking_summary(threshold_db: np.ndarray, psd_db: np.ndarray, ath_db: np.ndarray,
+                     band: np.ndarray) -> MaskingSummary:
+    """Summarize ``[channels, frames, bins]`` threshold and spectrum (dB SPL)."""
+    thr, psd = threshold_db[..., band], psd_db[..., band]
+    headroom = (thr - ath_db[band]).mean(axis=-1).ravel()
+    music = (10.0 ** (psd / 10.0)).sum(axis=-1).ravel()
+    mask = (10.0 ** (thr / 10.0)).sum(axis=-1).ravel()
+    audible = psd.max(axis=-1).ravel() > (thr.min(axis=-1).ravel())
+    smr = 10.0 * np.log10(music[audible] / mask[audible]) if audible.any() else np.array([])
+    return MaskingSummary(
+        median_headroom_db=float(np.median(headroom)),
+        p10_headroom_db=float(np.percentile(headroom, 10)),
+        median_smr_db=float(np.median(smr)) if smr.size else None,
+        quiet_share=float(np.mean(headroom < _QUIET_HEADROOM_DB)),
+    )
+
+
+def _per_second(freq_hz: np.ndarray, active: np.ndarray, window_s: float, duration_s: float) -> list[float | None]:
+    """Median dominant frequency of each second over all channels' active windows."""
+    windows_per_s = max(1, int(round(1.0 / window_s)))
+    seconds = max(1, math.ceil(duration_s))
+    out: list[float | None] = []
+    for s in range(seconds):
+        f = freq_hz[:, s * windows_per_s:(s + 1) * windows_per_s]
+        a = active[:, s * windows_per_s:(s + 1) * windows_per_s]
+        out.append(float(np.median(f[a])) if a.any() else None)
+    return out
+
+
+def analyze_clip(clip: AudioClip, *, config: AnalysisConfig = AnalysisConfig(),
+                 device: str = "cpu") -> tuple[AnalysisReport, Any, Any]:
+    """Analyze an in-memory clip. Returns the report plus the masking result and the
+    dominant tones (tensors, for plotting)."""
+    import torch
+
+    from harmonycloak.psychoacoustics import dominant_tones, masking_threshold
+    from harmonycloak.psychoacoustics.loudness import (
+        integrated_loudness_lufs,
+        sample_peak_dbfs,
+        true_peak_dbtp,
+    )
+
+    notes: list[str] = []
+    x = torch.from_numpy(clip.samples).to(device)
+    masking = masking_threshold(x, clip.sample_rate_hz, temporal=config.temporal_masking)
+    tones = dominant_tones(x, clip.sample_rate_hz, window_ms=config.window_ms)
+    freqs = masking.frequencies_hz.cpu().numpy()
+    summary = _masking_summary(masking.threshold_db.cpu().numpy(), masking.psd_db.cpu().numpy(),
+                               masking.ath_db.cpu().numpy(), _summary_band(freqs, clip.sample_rate_hz))
+    tone_hz = tones.frequency_hz.cpu().numpy()
+    active = tones.active.cpu().numpy()
+    median_hz = float(np.median(tone_hz[active])) if active.any() else None
+    peak = sample_peak_dbfs(clip.samples)
+    if peak is None:
+        notes.append("the file is digital silence: there is no music to analyze or protect")
+    lufs = integrated_loudness_lufs(clip.samples, clip.sample_rate_hz)
+    if lufs is None and peak is not None:
+        notes.append("loudness needs at least 0.4 s of sound above -70 LUFS")
+    report = AnalysisReport(
+        file=clip.source or "<memory>",
+        duration_s=clip.duration_s,
+        sample_rate_hz=clip.sample_rate_hz,
+        channels=clip.channels,
+        lufs=lufs,
+        peak_dbfs=peak,
+        true_peak_dbtp=true_peak_dbtp(clip.samples, clip.sample_rate_hz),
+        dominant_hz_median=median_hz,
+        dominant_note_median=note_name(median_hz) if median_hz else None,
+        dominant_active_share=float(active.mean()) if active.size else 0.0,
+        dominant_hz_per_second=_per_second(tone_hz, active, config.window_ms / 1000.0, clip.duration_s),
+        masking=summary,
+        config=config_dict(config),
+        notes=notes,
+    )
+    return report, masking, tones
+
+
+def analyze(path: str | os.PathLike[str], *, config: AnalysisConfig = AnalysisConfig(),
+            device: str = "cpu", plot: str | os.PathLike[str] | None = None,
+            force: bool = False, progress: Callable[[str], None] | None = None) -> AnalysisReport:
+    """Load ``path`` (any supported audio format), analyze it, optionally draw the plot.
+
+    ``progress`` is called with a short description before each stage. Raises
+    :class:`InputError` for unreadable files, a plot path that exists without ``force``,
+    or audio too short for one analysis window.
+    """
+    from harmonycloak.io.audio import load_audio
+
+    say = progress or (lambda _msg: None)
+    say("reading")
+    clip = load_audio(path)
+    if clip.duration_s * 1000.0 < config.window_ms:
+        raise InputError(
+            f"{path}: {clip.num_samples} samples ({clip.duration_s * 1000:.2f} ms) is shorter than "
+            f"one {config.window_ms:g} ms analysis window; use a longer file"
+        )
+    say("analyzing masking")
+    report, masking, tones = analyze_clip(clip, config=config, device=device)
+    if plot is not None:
+        from harmonycloak.plots import save_analysis_plot
+
+        say("drawing")
+        written = save_analysis_plot(clip, masking, tones, Path(plot), force=force)
+        report = AnalysisReport(**{**report.__dict__, "plot": str(written)})
+    return report
