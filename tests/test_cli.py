@@ -205,3 +205,70 @@ def test_truncated_flac_and_mp3_do_not_crash(tmp_path, capsys):
         assert "Traceback" not in err and "internal error" not in err
         if code == 2:
             assert str(cut) in err
+
+
+# ---------------------------------------------------------------- analyze on MIDI
+
+def _midi_file(path: Path, channels: list[int], *, notes_per_channel: int = 4) -> Path:
+    """A type-1 MIDI file with one track per channel (channel 9 = drums)."""
+    mido = pytest.importorskip("mido")
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)])
+    mid.tracks.append(conductor)
+    for channel in channels:
+        track = mido.MidiTrack()
+        if channel != 9:
+            track.append(mido.Message("program_change", channel=channel, program=(channel * 7) % 96, time=0))
+        for i in range(notes_per_channel):
+            pitch = 36 + channel * 3 + i if channel != 9 else 36 + (i % 3) * 2
+            track.append(mido.Message("note_on", channel=channel, note=pitch, velocity=90, time=0))
+            track.append(mido.Message("note_off", channel=channel, note=pitch, velocity=0, time=480))
+        mid.tracks.append(track)
+    mid.save(path)
+    return path
+
+
+def test_analyze_midi_json(tmp_path, capsys):
+    mid = _midi_file(tmp_path / "song.mid", [0, 9])
+    data = _analyze_json([str(mid)], capsys)
+    assert data["kind"] == "midi"
+    assert data["duration_s"] == pytest.approx(2.0)  # 4 quarter notes at 120 qpm
+    assert data["tempo_qpm"] == pytest.approx(120.0, abs=0.01)
+    assert [t["name"] for t in data["tracks"]] == ["Bass", "Drums", "Guitar", "Piano", "Strings"]
+    piano = data["tracks"][3]
+    assert piano["notes"] == 4 and piano["dominant_note_median"] == "C#2"  # pitches 36..39
+    assert data["sample_rate_hz"] is None and data["lufs"] is None
+
+
+def test_analyze_midi_with_drums_and_fifteen_other_channels(tmp_path, capsys):
+    mid = _midi_file(tmp_path / "band.mid", list(range(16)))
+    data = _analyze_json([str(mid)], capsys)
+    assert len(data["tracks"]) == 5
+    assert data["tracks"][1]["is_drum"] and data["tracks"][1]["notes"] == 4
+    assert sum(t["notes"] for t in data["tracks"]) == 64
+
+
+def test_analyze_midi_without_notes_exits_2(tmp_path, capsys):
+    mid = _midi_file(tmp_path / "empty.mid", [0], notes_per_channel=0)
+    code, out, err = run(["analyze", str(mid)], capsys)
+    assert code == 2 and out == ""
+    assert str(mid) in err and "no notes" in err
+
+
+def test_analyze_midi_refuses_plot(tmp_path, capsys):
+    mid = _midi_file(tmp_path / "song.mid", [0])
+    code, _, err = run(["analyze", str(mid), "--plot", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and "render the MIDI to audio" in err
+
+
+def test_truncated_mp3_error_is_one_line_even_from_c_decoders(tmp_path):
+    """mpg123 (inside libsndfile) prints warnings on fd 2; the user sees only our line."""
+    whole = _tone_file(tmp_path / "whole.mp3", subtype="MPEG_LAYER_III")
+    cut = tmp_path / "cut.mp3"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    proc = subprocess.run([sys.executable, "-m", "harmonycloak", "analyze", str(cut)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {cut}: ") and "truncated or damaged" in proc.stderr

@@ -20,7 +20,18 @@ from harmonycloak.clip import AudioClip
 from harmonycloak.config import AnalysisConfig, config_dict
 from harmonycloak.errors import InputError
 
-__all__ = ["AnalysisReport", "MaskingSummary", "analyze", "analyze_clip", "note_name"]
+__all__ = [
+    "AnalysisReport",
+    "MaskingSummary",
+    "MidiAnalysisReport",
+    "MidiTrackSummary",
+    "analyze",
+    "analyze_clip",
+    "analyze_roll",
+    "note_name",
+]
+
+MIDI_SUFFIXES = (".mid", ".midi")
 
 # The band where the masking summary is taken: below 50 Hz little is audible anyway and
 # above 16 kHz the threshold in quiet dominates (and lossy codecs cut it).
@@ -74,6 +85,7 @@ class AnalysisReport:
         """A JSON-ready dict with stable keys (floats rounded for reading)."""
         data = {
             "file": self.file,
+            "kind": "audio",
             "duration_s": _round(self.duration_s, 4),
             "sample_rate_hz": self.sample_rate_hz,
             "channels": self.channels,
@@ -91,6 +103,56 @@ class AnalysisReport:
             "version": __version__,
         }
         return data
+
+
+@dataclass(frozen=True)
+class MidiTrackSummary:
+    """One piano-roll track: its notes and its dominant note (the loudest sounding note
+    of each step, the paper's MIDI window strategy; None for drums and empty tracks)."""
+
+    name: str
+    program: int
+    is_drum: bool
+    notes: int
+    dominant_note_median: str | None
+    active_share: float
+
+
+@dataclass(frozen=True)
+class MidiAnalysisReport:
+    """What ``harmonycloak analyze`` reports for a MIDI file (see docs/analyze.md)."""
+
+    file: str
+    duration_s: float
+    steps_per_beat: int
+    tempo_qpm: float
+    tempo_changes: int
+    time_signatures: list[str]
+    tracks: list[MidiTrackSummary]
+    dominant_hz_median: float | None
+    dominant_note_median: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; the audio-only keys are present and null."""
+        return {
+            "file": self.file,
+            "kind": "midi",
+            "duration_s": _round(self.duration_s, 4),
+            "sample_rate_hz": None,
+            "channels": None,
+            "lufs": None,
+            "peak_dbfs": None,
+            "dominant_hz_median": _round(self.dominant_hz_median, 1),
+            "dominant_note_median": self.dominant_note_median,
+            "steps_per_beat": self.steps_per_beat,
+            "tempo_qpm": _round(self.tempo_qpm),
+            "tempo_changes": self.tempo_changes,
+            "time_signatures": self.time_signatures,
+            "tracks": [{**t.__dict__, "active_share": _round(t.active_share, 4)} for t in self.tracks],
+            "notes": self.notes,
+            "version": __version__,
+        }
 
 
 def _round(value: float | None, digits: int = 2) -> float | None:
@@ -187,19 +249,87 @@ def analyze_clip(clip: AudioClip, *, config: AnalysisConfig = AnalysisConfig(),
     return report, masking, tones
 
 
+def _roll_duration_s(roll: Any) -> float:
+    """Length of the roll in seconds, following its tempo changes."""
+    bounds = [t.step for t in roll.tempos] + [roll.steps]
+    seconds = 0.0
+    for tempo, start, end in zip(roll.tempos, bounds[:-1], bounds[1:]):
+        seconds += max(0, min(end, roll.steps) - start) / roll.steps_per_beat * 60.0 / tempo.qpm
+    return seconds
+
+
+def _played_median(pitches: np.ndarray) -> int:
+    """The lower median: always a pitch that was actually played."""
+    return int(np.quantile(pitches, 0.5, method="lower"))
+
+
+def _pitch_hz(pitch: int) -> float:
+    return 440.0 * 2 ** ((pitch - 69) / 12)
+
+
+def _midi_track_summary(roll: Any, index: int) -> tuple[MidiTrackSummary, np.ndarray]:
+    """Summary of one track, and its dominant MIDI pitch per active step."""
+    velocities = roll.velocities[index]  # [steps, pitches]
+    onsets = roll.onsets[index] if roll.onsets is not None else None
+    notes = int(onsets.sum()) if onsets is not None else int((np.diff(
+        (velocities > 0).astype(np.int8), axis=0, prepend=0) > 0).sum())
+    active = velocities.max(axis=1) > 0
+    pitches = velocities.argmax(axis=1)[active] + roll.lowest_pitch
+    dominant = None
+    if pitches.size and not roll.is_drum[index]:
+        dominant = note_name(_pitch_hz(_played_median(pitches)))
+    summary = MidiTrackSummary(
+        name=roll.track_names[index], program=int(roll.programs[index]),
+        is_drum=bool(roll.is_drum[index]), notes=notes, dominant_note_median=dominant,
+        active_share=float(active.mean()) if active.size else 0.0,
+    )
+    return summary, (pitches if not roll.is_drum[index] else pitches[:0])
+
+
+def analyze_roll(roll: Any) -> MidiAnalysisReport:
+    """Analyze an in-memory :class:`~harmonycloak.clip.PianoRoll`."""
+    summaries, melodic = [], []
+    for index in range(roll.tracks):
+        summary, pitches = _midi_track_summary(roll, index)
+        summaries.append(summary)
+        melodic.append(pitches)
+    all_pitches = np.concatenate(melodic) if melodic else np.array([])
+    median_hz = _pitch_hz(_played_median(all_pitches)) if all_pitches.size else None
+    return MidiAnalysisReport(
+        file=roll.source or "<memory>",
+        duration_s=_roll_duration_s(roll),
+        steps_per_beat=roll.steps_per_beat,
+        tempo_qpm=float(roll.tempos[0].qpm),
+        tempo_changes=len(roll.tempos) - 1,
+        time_signatures=[f"{t.numerator}/{t.denominator} at step {t.step}" for t in roll.time_signatures],
+        tracks=summaries,
+        dominant_hz_median=median_hz,
+        dominant_note_median=note_name(median_hz) if median_hz else None,
+        notes=list(roll.warnings),
+    )
+
+
 def analyze(path: str | os.PathLike[str], *, config: AnalysisConfig = AnalysisConfig(),
             device: str = "cpu", plot: str | os.PathLike[str] | None = None,
-            force: bool = False, progress: Callable[[str], None] | None = None) -> AnalysisReport:
-    """Load ``path`` (any supported audio format), analyze it, optionally draw the plot.
+            force: bool = False,
+            progress: Callable[[str], None] | None = None) -> AnalysisReport | MidiAnalysisReport:
+    """Load ``path`` (any supported audio format, or MIDI), analyze it, optionally draw
+    the plot (audio only).
 
     ``progress`` is called with a short description before each stage. Raises
     :class:`InputError` for unreadable files, a plot path that exists without ``force``,
-    or audio too short for one analysis window.
+    a plot asked for a MIDI file, or audio too short for one analysis window.
     """
     from harmonycloak.io.audio import load_audio
 
     say = progress or (lambda _msg: None)
     say("reading")
+    if Path(path).suffix.lower() in MIDI_SUFFIXES:
+        from harmonycloak.io.midi import load_midi
+
+        if plot is not None:
+            raise InputError(f"{path}: --plot draws audio spectra; render the MIDI to audio first")
+        return analyze_roll(load_midi(path))
     clip = load_audio(path)
     if clip.duration_s * 1000.0 < config.window_ms:
         raise InputError(

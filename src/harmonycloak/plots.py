@@ -21,11 +21,24 @@ __all__ = ["save_analysis_plot"]
 
 _NOTE_TICKS = {f"A{o}": 27.5 * 2**o for o in range(8)}
 _MIN_HZ = 30.0
+_MAX_COLUMNS = 1500  # more frame columns than this are invisible at the figure's width
 
 
 def _db_mean(db: np.ndarray, axis: int) -> np.ndarray:
     """Mean in the power domain, back in dB."""
     return 10.0 * np.log10(np.mean(10.0 ** (db / 10.0), axis=axis))
+
+
+def _pool_frames(db: np.ndarray, times_s: np.ndarray, reduce: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink ``[frames, bins]`` to at most ``_MAX_COLUMNS`` frames for drawing: power mean
+    (``"mean"``) for the spectrum, minimum (``"min"``) for the threshold."""
+    factor = int(np.ceil(db.shape[0] / _MAX_COLUMNS))
+    if factor <= 1:
+        return db, times_s
+    usable = (db.shape[0] // factor) * factor
+    blocks = db[:usable].reshape(-1, factor, db.shape[1])
+    pooled = _db_mean(blocks, 1) if reduce == "mean" else blocks.min(axis=1)
+    return pooled, times_s[:usable].reshape(-1, factor).mean(axis=1)
 
 
 def _note_axis(ax: Any, top_hz: float) -> None:
@@ -70,7 +83,8 @@ def _draw(clip: AudioClip, masking: Any, tones: Any) -> Any:
     fig.suptitle(f"{name}: {clip.duration_s:.1f} s, {clip.sample_rate_hz} Hz, "
                  f"{clip.channels} channel{'s' if clip.channels != 1 else ''}", fontsize=13)
 
-    _image(axes[0], fig, psd, times, freqs, "Your music (spectrogram) and its dominant tone", vmin, vmax)
+    psd_img, t_img = _pool_frames(psd, times, "mean")
+    _image(axes[0], fig, psd_img, t_img, freqs, "Your music (spectrogram) and its dominant tone", vmin, vmax)
     tone_hz = tones.frequency_hz.cpu().numpy().reshape(-1, tones.frequency_hz.shape[-1])
     active = tones.active.cpu().numpy().reshape(tone_hz.shape)
     window_s = float(tones.window_s) if hasattr(tones, "window_s") else 0.01
@@ -80,7 +94,8 @@ def _draw(clip: AudioClip, masking: Any, tones: Any) -> Any:
     axes[0].legend(loc="upper right", fontsize=8, markerscale=6)
     _note_axis(axes[0], freqs[-1])
 
-    _image(axes[1], fig, thr, times, freqs,
+    thr_img, t_img = _pool_frames(thr, times, "min")
+    _image(axes[1], fig, thr_img, t_img, freqs,
            "Masking threshold: added sound below this level stays hidden under the music", vmin, vmax)
     axes[1].set_xlabel("time (s)")
 

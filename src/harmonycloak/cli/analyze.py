@@ -47,9 +47,33 @@ def _print_human(report: Any) -> None:
         err.print(f"note: {note}", markup=False)
 
 
+def _print_human_midi(report: Any) -> None:
+    from rich.table import Table
+
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("file", report.file)
+    head.add_row("duration", f"{report.duration_s:.2f} s")
+    head.add_row("tempo", f"{report.tempo_qpm:.1f} quarter notes per minute"
+                 + (f" ({report.tempo_changes} tempo changes)" if report.tempo_changes else ""))
+    head.add_row("meter", ", ".join(report.time_signatures))
+    head.add_row("dominant note", report.dominant_note_median or "none")
+    out.print(head)
+    tracks = Table(title=None, box=None)
+    for column in ("track", "program", "notes", "dominant note", "playing"):
+        tracks.add_column(column, justify="left" if column == "track" else "right")
+    for t in report.tracks:
+        tracks.add_row(t.name + (" (drums)" if t.is_drum else ""), str(t.program), str(t.notes),
+                       t.dominant_note_median or "-", f"{t.active_share:.0%}")
+    out.print(tracks)
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False)
+
+
 def analyze(
     ctx: typer.Context,
-    path: Path = options.input_path("Audio file to analyze (WAV, FLAC, OGG, Opus, MP3, M4A)."),
+    path: Path = options.input_path("Audio (WAV, FLAC, OGG, Opus, MP3, M4A) or MIDI file to analyze."),
     as_json: bool = options.JSON,
     plot: Path = options.PLOT,
     window_ms: float = options.WINDOW_MS,
@@ -59,7 +83,8 @@ def analyze(
 
     The masking threshold (MPEG-1 psychoacoustic model 1 with temporal masking) tells how
     loud added sound may be and stay hidden under the music; this is where harmonycloak
-    puts its protective noise.
+    puts its protective noise. For a MIDI file: tracks (MuseGAN's five), notes, tempo,
+    meter and each track's dominant note.
     """
     from harmonycloak.config import AnalysisConfig, resolve_device
     from harmonycloak.pipeline import analyze as run_analysis
@@ -76,5 +101,7 @@ def analyze(
         )
     if as_json:
         out.file.write(json.dumps(report.to_json()) + "\n")
+    elif hasattr(report, "tracks"):
+        _print_human_midi(report)
     else:
         _print_human(report)

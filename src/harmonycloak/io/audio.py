@@ -13,8 +13,10 @@ MP4/M4A/ADTS AAC and as the fallback for files libsndfile cannot open.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -113,20 +115,39 @@ def _check_input_file(file: Path) -> Path:
     return file
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence what C decoders print on file descriptor 2 (mpg123 inside libsndfile warns
+    about damaged MP3 headers there); our own message says what is wrong instead."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decode_file(file: Path) -> tuple[np.ndarray, int]:
     """Decoded samples ``[channels, samples]`` and rate; InputError when unreadable."""
     if file.suffix.lower() in _PYAV_SUFFIXES:
         return _decode_with_pyav(file, sndfile_reason=None, sndfile_malformed=False)
-    try:
-        sound = sf.SoundFile(file)
-    except (sf.LibsndfileError, RuntimeError) as error:
-        return _decode_with_pyav(
-            file,
-            sndfile_reason=_sndfile_reason(error),
-            sndfile_malformed=getattr(error, "code", None) == _SF_ERR_MALFORMED_FILE,
-        )
-    with sound:
-        return _read_sndfile(file, sound)
+    with _native_stderr_silenced():
+        try:
+            sound = sf.SoundFile(file)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            sound = None
+            reason = _sndfile_reason(error)
+            malformed = getattr(error, "code", None) == _SF_ERR_MALFORMED_FILE
+        if sound is not None:
+            with sound:
+                return _read_sndfile(file, sound)
+    return _decode_with_pyav(file, sndfile_reason=reason, sndfile_malformed=malformed)
 
 
 def _read_sndfile(file: Path, sound: sf.SoundFile) -> tuple[np.ndarray, int]:
@@ -286,11 +307,11 @@ def save_audio(
     ``bitrate_kbps`` default 192, at most 2 channels, 8-48 kHz MPEG rates. ``.ogg``:
     Vorbis, default 160 kbps, reached through the measured quality mapping of
     :func:`harmonycloak.io.codecs.vorbis_compression_level` (VBR: the real average
-    depends on the music, -23 %/+30 % over the measured real music). ``.opus``: default
-    128 kbps (constrained VBR), 8/12/16/24/48 kHz only, at most 2 channels. ``.m4a``:
-    AAC-LC, default 192 kbps, at most 2 channels. A default bitrate is clamped to what
-    the codec allows at the
-    clip's rate; an explicit one outside that range is an error.
+    depends on the music, within about +-25 % on the measured real music). ``.opus``:
+    default 128 kbps (constrained VBR), 8/12/16/24/48 kHz only, at most 2 channels.
+    ``.m4a``: AAC-LC, default 192 kbps, at most 2 channels. A default bitrate is clamped
+    to what the codec allows at the clip's rate; an explicit one outside that range is an
+    error.
 
     Integer and lossy formats clip samples to [-1, 1]; integers are ``round(x * 2**(b-1))``
     limited to the code range, so +1.0 becomes the largest code and loading then saving
