@@ -15,6 +15,7 @@ import typer
 
 from harmonycloak import __version__
 from harmonycloak.cli import analyze as analyze_cmd
+from harmonycloak.cli import protect as protect_cmd
 from harmonycloak.cli.options import State
 from harmonycloak.config import Device
 from harmonycloak.errors import HarmonyCloakError
@@ -48,6 +49,7 @@ def root(
 
 
 app.command("analyze")(analyze_cmd.analyze)
+app.command("protect")(protect_cmd.protect)
 
 
 def _say(message: str) -> None:
