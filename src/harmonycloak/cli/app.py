@@ -15,7 +15,10 @@ import typer
 
 from harmonycloak import __version__
 from harmonycloak.cli import analyze as analyze_cmd
+from harmonycloak.cli import audit as audit_cmd
+from harmonycloak.cli import catalog as catalog_cmd
 from harmonycloak.cli import protect as protect_cmd
+from harmonycloak.cli import rights as rights_cmd
 from harmonycloak.cli.options import State
 from harmonycloak.config import Device
 from harmonycloak.errors import HarmonyCloakError
@@ -49,6 +52,9 @@ def root(
 
 
 app.command("analyze")(analyze_cmd.analyze)
+app.add_typer(rights_cmd.app, name="rights")
+app.add_typer(catalog_cmd.app, name="catalog")
+app.command("audit")(audit_cmd.audit)
 app.command("protect")(protect_cmd.protect)
 
 
