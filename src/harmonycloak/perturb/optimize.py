@@ -93,8 +93,9 @@ def _outer_steps(x: Tensor, params: Tensor, perturbation: Perturbation, target: 
         data = to_model(perturbation.apply(x, params))
     losses = []
     for _ in range(settings.outer_steps):
-        index = torch.randint(data.shape[0], (min(settings.batch_size, data.shape[0]),),
-                              generator=generator)
+        # minibatches are drawn with replacement, so a one-phrase piece still gives a
+        # full batch (batch-normalized models need at least two examples)
+        index = torch.randint(data.shape[0], (settings.batch_size,), generator=generator)
         losses.append(target.train_step(data[index.to(data.device)]))
     return float(sum(losses) / len(losses)) if losses else float("nan")
 

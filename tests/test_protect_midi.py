@@ -1,0 +1,154 @@
+"""`protect` on MIDI, white-box, end to end with a tiny saved GAN checkpoint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harmonycloak.cli.app import main
+from harmonycloak.config import EngineConfig, preset
+from harmonycloak.io.midi import load_midi
+from harmonycloak.io.midi_edit import note_cells
+from harmonycloak.perturb.windows import note_slots
+from harmonycloak.pipeline import TargetChoice, protect_midi
+from harmonycloak.targets import MuseGANConfig, MuseGANTarget
+
+FAST = replace(preset("light-v1"), engine=EngineConfig(outer_rounds=2, outer_steps=1, inner_steps=3,
+                                                       pgd_step=0.05, batch_size=2))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_gan(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("gan")
+    MuseGANTarget(MuseGANConfig.tiny(), seed=0).save(folder)
+    return folder
+
+
+@pytest.fixture()
+def song(tmp_path) -> Path:
+    """Two bars: bass, piano chords and drums, with off-grid timing on one note."""
+    mido = pytest.importorskip("mido")
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)]))
+    parts = [(0, 33, [(36, 0, 960, 100), (43, 960, 960, 90), (41, 1923, 957, 95)]),
+             (1, 0, [(60, 0, 1920, 80), (64, 0, 1920, 70), (67, 1920, 1920, 85)]),
+             (9, 0, [(36, t, 120, 110) for t in range(0, 3840, 480)])]
+    for channel, program, notes in parts:
+        track = mido.MidiTrack([mido.Message("program_change", channel=channel, program=program, time=0)])
+        events = []
+        for pitch, start, length, velocity in notes:
+            events += [(start, 1, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)),
+                       (start + length, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0))]
+        now = 0
+        for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    path = tmp_path / "song.mid"
+    mid.save(path)
+    return path
+
+
+def _protect(song: Path, out: Path, gan: Path, **kwargs):
+    return protect_midi(song, out, config=FAST, target=TargetChoice("musegan", model_dir=str(gan)),
+                        seed=kwargs.pop("seed", 0), **kwargs)
+
+
+def test_protect_keeps_every_note_and_raises_velocities_inside_the_bounds(song, tmp_path, tiny_gan):
+    out = tmp_path / "song.protected.mid"
+    before = song.read_bytes()
+    report = _protect(song, out, tiny_gan)
+    assert song.read_bytes() == before
+    src, dst = note_cells(song), note_cells(out)
+    assert [(c.file_track, c.pitch, c.start_tick, c.end_tick) for c in src] == \
+        [(c.file_track, c.pitch, c.start_tick, c.end_tick) for c in dst]
+    roll = load_midi(song)
+    slots = note_slots(roll, window_ms=FAST.midi.window_ms, min_velocity=FAST.midi.min_velocity)
+    lower = {(int(t), int(s), int(p) + 24): lo for t, s, p, lo in
+             zip(slots.track, slots.start_step, slots.pitch_index, slots.lower)}
+    raised = 0
+    for a, b in zip(src, dst):
+        assert b.velocity >= a.velocity
+        if b.velocity > a.velocity:
+            raised += 1
+            assert b.velocity - a.velocity <= min(a.velocity, 127 - a.velocity)
+            assert (b.velocity - a.velocity) / 127 >= lower[(a.roll_track, a.onset_step, a.pitch)] - 0.5 / 127
+    assert raised == report["perturbation"]["notes_changed"] > 0
+
+
+def test_report_follows_the_contract(song, tmp_path, tiny_gan):
+    out = tmp_path / "o.mid"
+    _protect(song, out, tiny_gan)
+    report = json.loads((tmp_path / "o.mid.report.json").read_text())
+    assert report["harmonycloak_report"] == 1
+    assert report["input"]["path"] == str(song) and len(report["input"]["sha256"]) == 64
+    assert report["output"]["sha256"] != report["input"]["sha256"]
+    assert (report["mode"], report["target"], report["preset"], report["seed"]) == ("whitebox", "musegan", "light-v1", 0)
+    assert report["watermark"] is None
+    assert report["config"]["engine"]["inner_steps"] == 3
+    assert set(report["losses"]) == {"before", "after", "protected_over_clean_after"}
+    assert len(report["history"]) == 2 and report["seconds"] > 0
+
+
+def test_same_seed_same_bytes(song, tmp_path, tiny_gan):
+    a, b = tmp_path / "a.mid", tmp_path / "b.mid"
+    _protect(song, a, tiny_gan, seed=5)
+    _protect(song, b, tiny_gan, seed=5)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_outputs_are_not_overwritten_without_force(song, tmp_path, tiny_gan, capsys):
+    out = tmp_path / "o.mid"
+    out.write_bytes(b"keep me")
+    code = main(["protect", str(song), "-o", str(out), "--model", str(tiny_gan), "--preset", "light-v1"])
+    assert code == 2 and "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--mode", "blackbox"], "--mode blackbox is not in this version"),
+    (["--preset", "loud-v9"], "unknown preset"),
+    (["--target", "gpt"], "--target"),
+    (["--watermark-key", "k.json"], "cannot carry"),
+])
+def test_cli_refusals(song, tmp_path, capsys, argv, fragment):
+    code = main(["protect", str(song), "-o", str(tmp_path / "o.mid"), *argv])
+    assert code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_audio_input_is_refused_plainly(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(b"RIFF")
+    code = main(["protect", str(wav), "-o", str(tmp_path / "a.protected.wav")])
+    assert code == 2 and "audio protection is not in this version yet" in capsys.readouterr().err
+
+
+def test_missing_corpus_says_how_to_get_one(song, tmp_path, capsys):
+    code = main(["protect", str(song), "-o", str(tmp_path / "o.mid"), "--corpus", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model DIR" in err and "make_dev_midi.py" in err
+
+
+def test_folder_input_mirrors_layout(song, tmp_path, tiny_gan, capsys):
+    src = tmp_path / "in" / "album"
+    src.mkdir(parents=True)
+    (src / "one.mid").write_bytes(song.read_bytes())
+    code = main(["protect", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_gan),
+                 "--preset", "light-v1"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "album" / "one.mid").exists()
+    assert (tmp_path / "out" / "album" / "one.mid.report.json").exists()
