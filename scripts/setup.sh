@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv and install harmonycloak with its test tools. Safe to run again.
-# torch is installed first, pinned to the CPU build 2.13.0: a looser pin would pull
-# several GB of CUDA packages. On a machine with an NVIDIA GPU, install the CUDA build of
-# torch into .venv yourself before running this; the script keeps whatever torch it finds.
+# torch is installed first, pinned to 2.13.0 so that the package's looser requirement
+# installs nothing more. Which build pip picks depends on the machine's package index:
+# where a CPU wheel of 2.13.0 is provided (as on our CI machines) it takes that; plain PyPI
+# on Linux serves the CUDA build (several GB). To choose, install the torch 2.13 build you
+# want into .venv before running this: the script keeps whatever torch it finds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python3}"
@@ -17,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    echo "Installing torch 2.13.0 (CPU) ..."
+    echo "Installing torch 2.13.0 ..."
     "${pip[@]}" "torch==2.13.0"
 fi
 echo "Installing harmonycloak and test tools ..."

@@ -23,7 +23,7 @@ from harmonycloak.io.audio import (
     load_audio,
     save_audio,
 )
-from harmonycloak.io.files import atomic_write
+from harmonycloak.io.files import atomic_write, check_input_file
 
 LOSSY_RATES = {".mp3": [22050, 44100, 48000], ".ogg": [22050, 44100, 48000],
                ".m4a": [22050, 44100, 48000], ".opus": [16000, 24000, 48000]}
@@ -279,7 +279,9 @@ def assert_input_error(path: Path, *fragments: str) -> str:
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.wav"
-    assert assert_input_error(path) == f"{path}: file not found; check the path"
+    assert assert_input_error(path) == (
+        f"{path}: does not exist; check the path and the file name"
+    )
 
 
 def test_folder_given(tmp_path):
@@ -292,7 +294,7 @@ def test_empty_file(tmp_path):
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
     assert assert_input_error(path) == (
-        f"{path}: file is empty (0 bytes); export it again as WAV/FLAC/MP3"
+        f"{path}: file is empty (0 bytes); export it again as WAV, FLAC or MP3"
     )
 
 
@@ -300,15 +302,51 @@ def test_empty_file(tmp_path):
 def test_text_file_named_like_audio(tmp_path, name):
     path = tmp_path / name
     path.write_text("these are my lyrics, not audio\n" * 40)
-    assert_input_error(path, "is not a readable audio file (", "); export it again as WAV/FLAC/MP3")
+    assert_input_error(
+        path, "is not a readable audio file (", "); export it again as WAV, FLAC or MP3"
+    )
 
 
-def test_text_file_message_quotes_the_decoder(tmp_path):
+NOT_RECOGNISED = (
+    "is not a readable audio file (no decoder recognised its contents); "
+    "export it again as WAV, FLAC or MP3"
+)
+
+
+def test_text_file_message_says_no_decoder_recognised_it(tmp_path):
     path = tmp_path / "notes.wav"
     path.write_text("plain text\n" * 40)
+    assert assert_input_error(path) == f"{path}: {NOT_RECOGNISED}"
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".wav", ".flac", ".ogg", ".opus", ".m4a", ".aac"])
+def test_random_bytes_are_not_blamed_on_a_missing_file(tmp_path, suffix):
+    # libsndfile's MP3 reader used to answer "File does not exist or is not a regular file
+    # (possibly a pipe?)" for an existing regular file it cannot parse.
+    path = tmp_path / f"noise{suffix}"
+    path.write_bytes(np.random.default_rng(3).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    message = assert_input_error(path, "is not a readable audio file (")
+    assert "does not exist" not in message and "regular file" not in message
+    if suffix in (".mp3", ".wav", ".m4a"):  # FFmpeg may guess a format by name for the rest
+        assert message == f"{path}: {NOT_RECOGNISED}"
+
+
+def test_informative_decoder_reasons_are_kept(tmp_path):
+    path = tmp_path / "header-only.wav"
+    path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk" * 10)  # a WAV header, no data chunk
     assert assert_input_error(path) == (
-        f"{path}: is not a readable audio file (Format not recognised); "
-        "export it again as WAV/FLAC/MP3"
+        f"{path}: is not a readable audio file (Error in WAV file. No 'data' chunk marker); "
+        "export it again as WAV, FLAC or MP3"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_named_pipe_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "song.wav"
+    os.mkfifo(path)
+    assert assert_input_error(path) == (
+        f"{path}: is not a regular file (a pipe, socket or device); "
+        "save its content to a file and give that file"
     )
 
 
@@ -410,7 +448,7 @@ def test_zero_samples(tmp_path):
     path = tmp_path / "nothing.wav"
     write_wav_header(path, 2, 44100)
     assert assert_input_error(path) == (
-        f"{path}: contains no audio (2 channels, 0 samples); export it again as WAV/FLAC/MP3"
+        f"{path}: contains no audio (2 channels, 0 samples); export it again as WAV, FLAC or MP3"
     )
 
 
@@ -626,3 +664,28 @@ def test_unreadable_file(tmp_path, song):
         assert assert_input_error(path) == expected
     finally:
         path.chmod(0o644)
+
+
+def test_check_input_file_is_the_one_input_check(tmp_path):
+    good = tmp_path / "take.bin"
+    good.write_bytes(b"x")
+    assert check_input_file(str(good)) == good
+    cases = {
+        tmp_path / "nope.wav": "does not exist; check the path and the file name",
+        tmp_path: "is a folder, not a file; give the path of a file",
+    }
+    empty = tmp_path / "empty.mid"
+    empty.write_bytes(b"")
+    cases[empty] = "file is empty (0 bytes); export it again"
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.mp3"
+        os.mkfifo(fifo)
+        cases[fifo] = "is not a regular file (a pipe, socket or device)"
+    for path, fragment in cases.items():
+        with pytest.raises(InputError) as caught:
+            check_input_file(path)
+        assert str(caught.value).startswith(f"{path}: {fragment}")
+    with pytest.raises(InputError, match="is a folder, not a MIDI file"):
+        check_input_file(tmp_path, what="a MIDI file")
+    with pytest.raises(InputError, match=r"\(0 bytes\); record it again$"):
+        check_input_file(empty, export_hint="record it again")

@@ -104,17 +104,42 @@ def test_analyze_json_prints_only_json(tmp_path, capsys):
 
 
 def test_analyze_human_output(tmp_path, capsys):
-    wav = _tone_file(tmp_path / "a.wav")
+    wav = _tone_file(tmp_path / "a.wav", freq_hz=997.0)
     code, out, _ = run(["analyze", str(wav)], capsys)
     assert code == 0
-    assert "LUFS" in out and "A4" in out
+    assert "2.00 s" in out and "44100 Hz" in out
+    assert "-20.0 LUFS" in out and "-20.00 dBFS" in out
+    assert "median 997 Hz (B5)" in out
+    assert "masking headroom" in out and "nothing can hide" in out
 
 
 def test_analyze_leaves_the_input_untouched(tmp_path, capsys):
     wav = _tone_file(tmp_path / "a.wav")
     before = wav.read_bytes()
-    run(["analyze", str(wav), "--plot", str(tmp_path / "p.png")], capsys)
+    assert run(["analyze", str(wav), "--plot", str(tmp_path / "p.png")], capsys)[0] == 0
     assert wav.read_bytes() == before
+
+
+def test_plot_never_overwrites_the_input_even_with_force(tmp_path, capsys):
+    disguised = _tone_file(tmp_path / "song.wav")
+    png_named = tmp_path / "song.png"
+    disguised.rename(png_named)  # a WAV file whose name ends in .png
+    before = png_named.read_bytes()
+    code, _, err = run(["analyze", str(png_named), "--plot", str(png_named), "--force"], capsys)
+    assert code == 2 and "would overwrite the input" in err
+    assert png_named.read_bytes() == before
+
+
+def test_dominant_track_groups_windows_by_time(tmp_path, capsys):
+    sr = 22_050  # 220-sample windows are 9.98 ms: counting windows would drift
+    t = np.arange(2 * sr) / sr
+    x = np.concatenate([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 880 * t)])
+    wav = tmp_path / "two.wav"
+    sf.write(wav, x, sr, subtype="PCM_24")
+    data = _analyze_json([str(wav)], capsys)
+    assert data["dominant_hz_per_second"] == pytest.approx([440, 440, 880, 880], rel=0.01)
+    data = _analyze_json([str(wav), "--window-ms", "700"], capsys)
+    assert data["dominant_hz_per_second"] == pytest.approx([440, 440, 880, 880], rel=0.01)
 
 
 def test_plot_is_written_and_not_overwritten_without_force(tmp_path, capsys):
@@ -147,9 +172,13 @@ def test_silent_audio_is_reported_not_an_error(tmp_path, capsys):
 
 
 def test_sixteen_channels(tmp_path, capsys):
-    wav = _tone_file(tmp_path / "many.wav", channels=16, seconds=1.0)
+    wav = _tone_file(tmp_path / "many.wav", channels=16, seconds=1.0, freq_hz=997.0)
     data = _analyze_json([str(wav)], capsys)
     assert data["channels"] == 16
+    # 16 channels of a -20 dBFS 997 Hz sine, each weighted 1.0: 10 log10(16 * 0.005)
+    assert data["lufs"] == pytest.approx(10 * np.log10(16 * 0.005), abs=0.1)
+    assert data["dominant_hz_median"] == pytest.approx(997.0, rel=0.01)
+    assert data["dominant_active_share"] > 0.95
 
 
 def _bad_input(tmp_path: Path, kind: str) -> tuple[Path, str]:
@@ -201,10 +230,10 @@ def test_truncated_flac_and_mp3_do_not_crash(tmp_path, capsys):
         data = whole.read_bytes()
         cut.write_bytes(data[: len(data) // 2 + 7])
         code, _, err = run(["analyze", str(cut), "--json"], capsys)
-        assert code in (0, 2), err
+        # Both formats state their length, so a cut file is refused rather than half-read.
+        assert code == 2, err
+        assert str(cut) in err and "truncated or damaged" in err
         assert "Traceback" not in err and "internal error" not in err
-        if code == 2:
-            assert str(cut) in err
 
 
 # ---------------------------------------------------------------- analyze on MIDI

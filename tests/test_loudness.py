@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harmonycloak.psychoacoustics.loudness import (
+    channel_weights,
     integrated_loudness_lufs,
     k_weighting_coefficients,
     sample_peak_dbfs,
@@ -71,9 +72,41 @@ def test_undefined_cases_return_none():
 def test_sixteen_channels_are_measured():
     sr = 48_000
     x = _sine(997, 0.1, sr, 2.0, 16)
-    # channels 4 and 5 (surrounds) weigh 1.41, the others 1.0
-    expected = -0.691 + 10 * math.log10(0.005 * (14 + 2 * 1.41)) + 0.691
+    # no surround layout is known for 16 channels: all weigh 1.0, like front channels
+    expected = -0.691 + 10 * math.log10(0.005 * 16) + 0.691
     assert integrated_loudness_lufs(x, sr) == pytest.approx(expected, abs=0.05)
+
+
+def test_channel_weights_follow_the_wav_surround_orders():
+    assert channel_weights(5) == (1.0, 1.0, 1.0, 1.41, 1.41)  # L R C Ls Rs
+    assert channel_weights(6) == (1.0, 1.0, 1.0, 0.0, 1.41, 1.41)  # L R C LFE Ls Rs
+    for channels in (1, 2, 3, 4, 7, 8):
+        assert channel_weights(channels) == (1.0,) * channels
+
+
+def _one_channel(channels: int, index: int, sr: int) -> np.ndarray:
+    x = np.zeros((channels, 2 * sr), np.float32)
+    x[index] = _sine(997, 0.1, sr, 2.0, 1)[0]
+    return x
+
+
+def test_lfe_of_5_1_is_not_measured():
+    sr = 48_000
+    assert integrated_loudness_lufs(_one_channel(6, 3, sr), sr) is None  # LFE only
+    # but channel 3 of a 5.0 file is the left surround
+    assert integrated_loudness_lufs(_one_channel(5, 3, sr), sr) is not None
+
+
+@pytest.mark.parametrize(("channels", "surrounds"), [(5, (3, 4)), (6, (4, 5))])
+def test_surround_channels_weigh_1_41(channels, surrounds):
+    sr = 48_000
+    front = integrated_loudness_lufs(_one_channel(channels, 0, sr), sr)
+    centre = integrated_loudness_lufs(_one_channel(channels, 2, sr), sr)
+    assert front == pytest.approx(-20.0 - 3.01, abs=0.05)
+    assert centre == pytest.approx(front, abs=1e-6)
+    for index in surrounds:
+        surround = integrated_loudness_lufs(_one_channel(channels, index, sr), sr)
+        assert surround - front == pytest.approx(10 * math.log10(1.41), abs=1e-6)  # +1.49 dB
 
 
 def test_true_peak_finds_inter_sample_peaks():

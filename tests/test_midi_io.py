@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import signal
 import sys
 import types
 from dataclasses import replace
@@ -691,6 +692,18 @@ def test_pitch_names() -> None:
     ]
 
 
+def test_pitch_names_cover_the_whole_midi_range() -> None:
+    names = [pitch_name(p) for p in range(128)]
+    assert len(set(names)) == 128
+    assert names[:13] == ["C-1", "C#-1", "D-1", "D#-1", "E-1", "F-1", "F#-1", "G-1", "G#-1",
+                          "A-1", "A#-1", "B-1", "C0"]  # fmt: skip
+    assert names[69] == "A4" and names[21] == "A0" and names[108] == "C8"
+    assert pitch_name(np.int64(60)) == "C4"
+    assert (pitch_name(-1), pitch_name(128), pitch_name(135)) == ("B-2", "G#9", "D#10")
+    with pytest.raises(TypeError):
+        pitch_name(60.0)
+
+
 # -------------------------------------------------------------------- sixteen channels
 
 
@@ -796,14 +809,39 @@ def _assert_input_error(path: Path, *words: str, **options) -> InputError:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    _assert_input_error(tmp_path / "nope.mid", "does not exist", "check the file name")
+    _assert_input_error(tmp_path / "nope.mid", "does not exist", "check the path")
 
 
 def test_folder_instead_of_file(tmp_path: Path) -> None:
-    _assert_input_error(tmp_path, "is a folder", "give the path of a .mid file")
+    _assert_input_error(tmp_path, "is a folder, not a MIDI file", "give the path of a file")
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, this is text\n", b"RIFF\x00\x00WAVEfmt "])
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "song.mid"
+    path.write_bytes(b"")
+    _assert_input_error(path, "file is empty (0 bytes)", "Standard MIDI File")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_named_pipe_is_refused_at_once(tmp_path: Path) -> None:
+    # Reading a FIFO blocks until something writes to it: without the regular-file check
+    # load_midi hung forever. The alarm turns a hang into a failure.
+    path = tmp_path / "song.mid"
+    os.mkfifo(path)
+
+    def hung(signum, frame):
+        pytest.fail("load_midi blocked on a named pipe")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        _assert_input_error(path, "is not a regular file")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("content", [b"hello, this is text\n", b"RIFF\x00\x00WAVEfmt "])
 def test_not_a_midi_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "song.mid"
     path.write_bytes(content)

@@ -118,3 +118,50 @@ def test_audio_clip_input_and_one_sample():
     spec = psd_db(clip)
     assert spec.shape == (2, 1, 513)
     assert torch.equal(spec, psd_db(torch.from_numpy(clip.samples), 48000))
+
+
+def test_sample_rate_limits_are_defined_once_at_the_file_boundary():
+    import re
+    from pathlib import Path
+
+    import harmonycloak
+    from harmonycloak.io import audio, files
+    from harmonycloak.psychoacoustics import calibration
+
+    for name in ("MIN_SAMPLE_RATE_HZ", "MAX_SAMPLE_RATE_HZ"):
+        assert getattr(calibration, name) is getattr(files, name) is getattr(audio, name)
+    package = Path(harmonycloak.__file__).parent
+    defining = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if re.search(r"^(MIN|MAX)_SAMPLE_RATE_HZ\s*[:=]", path.read_text(), re.MULTILINE)
+    )
+    assert defining == ["io/files.py"]
+    assert (files.MIN_SAMPLE_RATE_HZ, files.MAX_SAMPLE_RATE_HZ) == (8000, 192000)
+    with pytest.raises(InputError, match="outside the supported 8000-192000 Hz"):
+        power_spectrum(torch.zeros(100), 7999)
+
+
+def test_psychoacoustics_does_not_load_the_decoders():
+    # layering: psychoacoustics -> io -> clip; the rate limits come from the light io.files
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, harmonycloak.psychoacoustics as p; "
+        "print(sorted(m for m in ('harmonycloak.io.audio', 'av', 'soundfile') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_full_scale_sine_reads_96_db_in_its_peak_bin_and_97_8_as_three_bins():
+    # the numbers the module docstring compares with the dist10 reference encoder
+    sr, n_fft = 44100, 1024
+    x = sine(93 * sr / n_fft, sr, 1.0, 0.5)
+    frame = psd_db(x, sr, n_fft=n_fft)[10].double()
+    peak = int(frame.argmax())
+    assert peak == 93
+    assert float(frame[peak]) == pytest.approx(96.0, abs=0.01)
+    three = 10 * torch.log10((10 ** (frame[peak - 1 : peak + 2] / 10)).sum())
+    assert float(three) == pytest.approx(96.0 + 10 * math.log10(1.5), abs=0.01)  # 97.76

@@ -12,6 +12,7 @@ import torch
 from harmonycloak.errors import InputError
 from harmonycloak.psychoacoustics import (
     critical_band_edges_hz,
+    critical_band_matrix,
     masking_threshold,
     nmr_summary,
     noise_to_mask_ratio,
@@ -86,6 +87,18 @@ def test_silent_noise_is_very_negative_not_nan(make_music):
     assert float(nmr.detach().max()) < -80.0
     nmr.sum().backward()
     assert torch.isfinite(noise.grad).all()
+
+
+@pytest.mark.parametrize("sr", RATES)
+def test_silent_noise_reads_the_documented_floor(sr, make_music):
+    # -104 dB SPL (the power floor) minus the band's summed threshold: below -99 dB always
+    for music in (torch.zeros(1, sr), torch.from_numpy(make_music(sr, 1, 1.0))):
+        mask = masking_threshold(music, sr)
+        nmr = noise_to_mask_ratio(torch.zeros_like(music), mask)
+        bands = critical_band_matrix(sr, mask.n_fft).double()
+        summed_db = 10 * torch.log10(10 ** (mask.threshold_db.double() / 10) @ bands)
+        assert torch.allclose(nmr.double(), -104.0 - summed_db, atol=0.01)
+        assert float(nmr.max()) < -99.0
 
 
 def test_mask_as_signal_equals_mask_as_result_and_broadcasts(make_music):

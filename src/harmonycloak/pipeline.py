@@ -39,19 +39,21 @@ MIDI_SUFFIXES = (".mid", ".midi")
 _SUMMARY_LOW_HZ = 50.0
 _SUMMARY_HIGH_HZ = 16_000.0
 _QUIET_HEADROOM_DB = 3.0
-_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
 @dataclass(frozen=True)
 class MaskingSummary:
-    """How much room the music's masking leaves for hidden sound.
+    """How much room the music's masking leaves for hidden sound, per critical band
+    (each about 1 Bark wide, so equal weights are equal weights on the Bark scale) between
+    50 Hz and 16 kHz.
 
-    * ``median_headroom_db`` / ``p10_headroom_db``: per frame, the mean over 50 Hz–16 kHz
-      bins of (masking threshold − threshold in quiet), in dB; median and 10th percentile
-      over frames and channels. Sound this far above the threshold of hearing in quiet
-      stays hidden under the music.
-    * ``median_smr_db``: per frame, music power over masking-threshold power in the same
-      band, in dB (signal-to-mask ratio); median over frames with music.
+    * ``median_headroom_db`` / ``p10_headroom_db``: per frame, the mean over bands of
+      (masking-threshold power − threshold-in-quiet power) in dB; median and 10th
+      percentile over frames and channels. Sound this far above the threshold of hearing
+      in quiet stays hidden under the music.
+    * ``median_smr_db``: signal-to-mask ratio per band and frame (music power over
+      masking-threshold power, dB); median over the bands where the music is audible
+      (above the threshold in quiet); None if it never is.
     * ``quiet_share``: share of frames whose headroom is below 3 dB: passages where
       nothing can hide.
     """
@@ -164,40 +166,59 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 def note_name(frequency_hz: float) -> str:
     """Nearest equal-tempered note name (A4 = 440 Hz), e.g. ``"A4"``, ``"C#3"``."""
-    midi = int(round(69 + 12 * math.log2(frequency_hz / 440.0)))
-    return f"{_NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
+    from harmonycloak.io.midi import pitch_name
+
+    return pitch_name(int(round(69 + 12 * math.log2(frequency_hz / 440.0))))
 
 
-def _summary_band(freqs_hz: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    high = min(_SUMMARY_HIGH_HZ, 0.95 * sample_rate_hz / 2)
-    return (freqs_hz >= _SUMMARY_LOW_HZ) & (freqs_hz <= high)
+_SUMMARY_CHUNK_FRAMES = 4096
 
 
-def _masking_summary(threshold_db: np.ndarray, psd_db: np.ndarray, ath_db: np.ndarray,
-                     band: np.ndarray) -> MaskingSummary:
-    """Summarize ``[channels, frames, bins]`` threshold and spectrum (dB SPL)."""
-    thr, psd = threshold_db[..., band], psd_db[..., band]
-    headroom = (thr - ath_db[band]).mean(axis=-1).ravel()
-    music = (10.0 ** (psd / 10.0)).sum(axis=-1).ravel()
-    mask = (10.0 ** (thr / 10.0)).sum(axis=-1).ravel()
-    audible = psd.max(axis=-1).ravel() > (thr.min(axis=-1).ravel())
-    smr = 10.0 * np.log10(music[audible] / mask[audible]) if audible.any() else np.array([])
+def _summary_bands(sample_rate_hz: int, n_fft: int) -> Any:
+    """``[bins, bands]`` 0/1 matrix of the critical bands overlapping 50 Hz–16 kHz."""
+    from harmonycloak.psychoacoustics import critical_band_edges_hz, critical_band_matrix
+
+    edges = critical_band_edges_hz(sample_rate_hz)
+    keep = (edges[1:] > _SUMMARY_LOW_HZ) & (edges[:-1] < _SUMMARY_HIGH_HZ)
+    return critical_band_matrix(sample_rate_hz, n_fft)[:, keep]
+
+
+def _masking_summary(masking: Any) -> MaskingSummary:
+    """Summarize a :class:`~harmonycloak.psychoacoustics.MaskingResult` band by band,
+    in float32 chunks of frames (bounded memory on long files)."""
+    import torch
+
+    bands = _summary_bands(masking.sample_rate_hz, masking.n_fft).to(masking.threshold_db.device)
+    quiet_power = torch.pow(10.0, masking.ath_db / 10.0) @ bands  # [bands]
+    thr = masking.threshold_db.reshape(-1, *masking.threshold_db.shape[-2:])
+    psd = masking.psd_db.reshape(thr.shape)
+    headroom, smr = [], []
+    for c in range(thr.shape[0]):
+        for f0 in range(0, thr.shape[1], _SUMMARY_CHUNK_FRAMES):
+            mask_power = torch.pow(10.0, thr[c, f0:f0 + _SUMMARY_CHUNK_FRAMES] / 10.0) @ bands
+            music_power = torch.pow(10.0, psd[c, f0:f0 + _SUMMARY_CHUNK_FRAMES] / 10.0) @ bands
+            headroom.append((10.0 * torch.log10(mask_power / quiet_power)).mean(dim=1))
+            audible = music_power > quiet_power
+            smr.append(10.0 * torch.log10(music_power[audible] / mask_power[audible]))
+    per_frame = torch.cat(headroom).cpu().numpy()
+    ratios = torch.cat(smr).cpu().numpy()
     return MaskingSummary(
-        median_headroom_db=float(np.median(headroom)),
-        p10_headroom_db=float(np.percentile(headroom, 10)),
-        median_smr_db=float(np.median(smr)) if smr.size else None,
-        quiet_share=float(np.mean(headroom < _QUIET_HEADROOM_DB)),
+        median_headroom_db=float(np.median(per_frame)),
+        p10_headroom_db=float(np.percentile(per_frame, 10)),
+        median_smr_db=float(np.median(ratios)) if ratios.size else None,
+        quiet_share=float(np.mean(per_frame < _QUIET_HEADROOM_DB)),
     )
 
 
 def _per_second(freq_hz: np.ndarray, active: np.ndarray, window_s: float, duration_s: float) -> list[float | None]:
-    """Median dominant frequency of each second over all channels' active windows."""
-    windows_per_s = max(1, int(round(1.0 / window_s)))
+    """Median dominant frequency of each second over all channels' active windows; a
+    window belongs to the second that holds its centre."""
     seconds = max(1, math.ceil(duration_s))
+    second_of_window = np.floor((np.arange(freq_hz.shape[-1]) + 0.5) * window_s).astype(int)
     out: list[float | None] = []
     for s in range(seconds):
-        f = freq_hz[:, s * windows_per_s:(s + 1) * windows_per_s]
-        a = active[:, s * windows_per_s:(s + 1) * windows_per_s]
+        in_second = second_of_window == s
+        f, a = freq_hz[:, in_second], active[:, in_second]
         out.append(float(np.median(f[a])) if a.any() else None)
     return out
 
@@ -219,9 +240,7 @@ def analyze_clip(clip: AudioClip, *, config: AnalysisConfig = AnalysisConfig(),
     x = torch.from_numpy(clip.samples).to(device)
     masking = masking_threshold(x, clip.sample_rate_hz, temporal=config.temporal_masking)
     tones = dominant_tones(x, clip.sample_rate_hz, window_ms=config.window_ms)
-    freqs = masking.frequencies_hz.cpu().numpy()
-    summary = _masking_summary(masking.threshold_db.cpu().numpy(), masking.psd_db.cpu().numpy(),
-                               masking.ath_db.cpu().numpy(), _summary_band(freqs, clip.sample_rate_hz))
+    summary = _masking_summary(masking)
     tone_hz = tones.frequency_hz.cpu().numpy()
     active = tones.active.cpu().numpy()
     median_hz = float(np.median(tone_hz[active])) if active.any() else None
@@ -242,7 +261,9 @@ def analyze_clip(clip: AudioClip, *, config: AnalysisConfig = AnalysisConfig(),
         dominant_hz_median=median_hz,
         dominant_note_median=note_name(median_hz) if median_hz else None,
         dominant_active_share=float(active.mean()) if active.size else 0.0,
-        dominant_hz_per_second=_per_second(tone_hz, active, config.window_ms / 1000.0, clip.duration_s),
+        dominant_hz_per_second=_per_second(tone_hz.reshape(-1, tone_hz.shape[-1]),
+                                           active.reshape(-1, active.shape[-1]), tones.window_s,
+                                           clip.duration_s),
         masking=summary,
         config=config_dict(config),
         notes=notes,
@@ -324,6 +345,10 @@ def analyze(path: str | os.PathLike[str], *, config: AnalysisConfig = AnalysisCo
     from harmonycloak.io.audio import load_audio
 
     say = progress or (lambda _msg: None)
+    if plot is not None:
+        from harmonycloak.plots import check_plot_path
+
+        check_plot_path(Path(plot), source=str(path), force=force)
     say("reading")
     if Path(path).suffix.lower() in MIDI_SUFFIXES:
         from harmonycloak.io.midi import load_midi
@@ -333,9 +358,10 @@ def analyze(path: str | os.PathLike[str], *, config: AnalysisConfig = AnalysisCo
         return analyze_roll(load_midi(path))
     clip = load_audio(path)
     if clip.duration_s * 1000.0 < config.window_ms:
+        samples = f"{clip.num_samples} sample{'s' if clip.num_samples != 1 else ''}"
         raise InputError(
-            f"{path}: {clip.num_samples} samples ({clip.duration_s * 1000:.2f} ms) is shorter than "
-            f"one {config.window_ms:g} ms analysis window; use a longer file"
+            f"{path}: {samples} ({clip.duration_s * 1000:.2f} ms) is shorter than one "
+            f"{config.window_ms:g} ms analysis window; use a longer file or a smaller --window-ms"
         )
     say("analyzing masking")
     report, masking, tones = analyze_clip(clip, config=config, device=device)

@@ -22,6 +22,7 @@ __all__ = ["save_analysis_plot"]
 _NOTE_TICKS = {f"A{o}": 27.5 * 2**o for o in range(8)}
 _MIN_HZ = 30.0
 _MAX_COLUMNS = 1500  # more frame columns than this are invisible at the figure's width
+_MAX_HZ = 22_050.0  # nothing above is audible; high-rate files would squash the music
 
 
 def _db_mean(db: np.ndarray, axis: int) -> np.ndarray:
@@ -54,11 +55,11 @@ def _note_axis(ax: Any, top_hz: float) -> None:
 
 def _image(ax: Any, fig: Any, data_db: np.ndarray, times_s: np.ndarray, freqs_hz: np.ndarray,
            title: str, vmin: float, vmax: float) -> None:
-    keep = freqs_hz >= _MIN_HZ
+    keep = (freqs_hz >= _MIN_HZ) & (freqs_hz <= _MAX_HZ)
     mesh = ax.pcolormesh(times_s, freqs_hz[keep], data_db[:, keep].T, shading="nearest",
                          cmap="magma", vmin=vmin, vmax=vmax, rasterized=True)
     ax.set_yscale("log")
-    ax.set_ylim(_MIN_HZ, freqs_hz[-1])
+    ax.set_ylim(_MIN_HZ, freqs_hz[keep][-1])
     ax.set_ylabel("frequency (Hz)")
     ax.set_title(title, loc="left", fontsize=11)
     fig.colorbar(mesh, ax=ax, pad=0.08, label="dB SPL")
@@ -87,12 +88,11 @@ def _draw(clip: AudioClip, masking: Any, tones: Any) -> Any:
     _image(axes[0], fig, psd_img, t_img, freqs, "Your music (spectrogram) and its dominant tone", vmin, vmax)
     tone_hz = tones.frequency_hz.cpu().numpy().reshape(-1, tones.frequency_hz.shape[-1])
     active = tones.active.cpu().numpy().reshape(tone_hz.shape)
-    window_s = float(tones.window_s) if hasattr(tones, "window_s") else 0.01
-    t_tone = (np.arange(tone_hz.shape[-1]) + 0.5) * window_s
-    line = np.where(active[0], tone_hz[0], np.nan)
-    axes[0].plot(t_tone, line, ".", color="cyan", markersize=1.5, label="dominant tone (10 ms windows)")
+    t_tone = np.broadcast_to((np.arange(tone_hz.shape[-1]) + 0.5) * tones.window_s, tone_hz.shape)
+    axes[0].plot(t_tone[active], tone_hz[active], ".", color="cyan", markersize=1.5,
+                 label=f"dominant tone ({tones.window_s * 1000:g} ms windows, all channels)")
     axes[0].legend(loc="upper right", fontsize=8, markerscale=6)
-    _note_axis(axes[0], freqs[-1])
+    _note_axis(axes[0], min(float(freqs[-1]), _MAX_HZ))
 
     thr_img, t_img = _pool_frames(thr, times, "min")
     _image(axes[1], fig, thr_img, t_img, freqs,
@@ -100,7 +100,7 @@ def _draw(clip: AudioClip, masking: Any, tones: Any) -> Any:
     axes[1].set_xlabel("time (s)")
 
     ax = axes[2]
-    keep = freqs >= _MIN_HZ
+    keep = (freqs >= _MIN_HZ) & (freqs <= _MAX_HZ)
     music = _db_mean(psd, 0)[keep]
     mask = np.median(thr, axis=0)[keep]
     ax.semilogx(freqs[keep], music, color="black", lw=1.2, label="your music (average spectrum)")
@@ -108,7 +108,7 @@ def _draw(clip: AudioClip, masking: Any, tones: Any) -> Any:
     ax.semilogx(freqs[keep], ath[keep], color="tab:blue", lw=1.2, ls="--", label="threshold of hearing in quiet")
     ax.fill_between(freqs[keep], ath[keep], mask, where=mask > ath[keep], color="tab:orange", alpha=0.2,
                     label="hidden zone: audible alone, masked by the music")
-    ax.set_xlim(_MIN_HZ, freqs[-1])
+    ax.set_xlim(_MIN_HZ, freqs[keep][-1])
     # The threshold in quiet climbs steeply near 20 kHz; keep the music in view.
     ax.set_ylim(min(-10.0, float(ath[keep].min()) - 5), float(music.max()) + 15)
     ax.set_xlabel("frequency (Hz)")
@@ -119,17 +119,32 @@ def _draw(clip: AudioClip, masking: Any, tones: Any) -> Any:
     return fig
 
 
-def save_analysis_plot(clip: AudioClip, masking: Any, tones: Any, path: Path, *, force: bool = False) -> Path:
-    """Draw the analysis figure to the PNG ``path`` (atomic; no overwrite without ``force``)."""
-    import matplotlib.pyplot as plt
-
+def check_plot_path(path: Path, *, source: str | None, force: bool) -> None:
+    """Refuse a plot path early (before minutes of analysis): not .png, an existing file
+    without ``force``, or the input itself."""
     from harmonycloak.errors import InputError
-    from harmonycloak.io.files import atomic_write
+    from harmonycloak.io.files import same_file
 
     if path.suffix.lower() != ".png":
         raise InputError(f"{path}: the plot is written as PNG; give a file name ending in .png")
+    if source is not None and path.exists() and same_file(path, source):
+        raise InputError(f"{path}: would overwrite the input; choose another name for the plot")
+    if path.exists() and not force:
+        raise InputError(f"{path} already exists; use --force to replace it")
+
+
+def save_analysis_plot(clip: AudioClip, masking: Any, tones: Any, path: Path, *, force: bool = False) -> Path:
+    """Draw the analysis figure to the PNG ``path`` (atomic; no overwrite without
+    ``force``; never over the clip's source file)."""
+    import matplotlib.pyplot as plt
+
+    from harmonycloak.io.files import atomic_write
+
+    check_plot_path(path, source=clip.source, force=force)
     fig = _draw(clip, masking, tones)
+    inputs = (clip.source,) if clip.source else ()
     try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), force=force)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100),
+                            force=force, inputs=inputs)
     finally:
         plt.close(fig)

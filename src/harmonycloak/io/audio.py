@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,12 @@ import soundfile as sf
 from harmonycloak.clip import AudioClip
 from harmonycloak.errors import CodecError, InputError
 from harmonycloak.io import codecs
-from harmonycloak.io.files import atomic_write
+from harmonycloak.io.files import (
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+    atomic_write,
+    check_input_file,
+)
 
 __all__ = [
     "MAX_SAMPLE_RATE_HZ",
@@ -46,12 +50,21 @@ SUPPORTED_AUDIO_SUFFIXES: tuple[str, ...] = (
 #: Suffixes :func:`save_audio` can write.
 WRITABLE_AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
 
-MIN_SAMPLE_RATE_HZ = 8_000
-MAX_SAMPLE_RATE_HZ = 192_000
+# MIN_SAMPLE_RATE_HZ / MAX_SAMPLE_RATE_HZ (8-192 kHz) are defined once, in io.files, and
+# re-exported here.
 
 # libsndfile cannot open these; go straight to FFmpeg.
 _PYAV_SUFFIXES = (".m4a", ".aac", ".mp4", ".m4b")
-_REEXPORT_HINT = "export it again as WAV/FLAC/MP3"
+_REEXPORT_HINT = "export it again as WAV, FLAC or MP3"
+_NOT_RECOGNISED = "no decoder recognised its contents"
+# Decoder reasons that only mean "not a format I know" (or, for libsndfile's MP3 reader,
+# mislead: the file exists and is regular, checked before any decoder runs).
+_UNINFORMATIVE_REASONS = (
+    "format not recognised",
+    "file does not exist or is not a regular file",
+    "invalid data found when processing input",
+    "end of file",
+)
 _SF_ERR_MALFORMED_FILE = 3  # libsndfile: "Supported file format but file is malformed"
 
 
@@ -82,37 +95,19 @@ def load_audio(path: str | os.PathLike[str], *, mono: bool = False) -> AudioClip
     shorter recording and load with the whole samples present.
 
     Raises :class:`InputError` (message: path, problem, fix) when the file is missing,
-    a folder, not a regular file, unreadable, empty (0 bytes), not audio, truncated or
-    damaged, has no samples or channels, holds NaN/infinite samples, or has a sample
-    rate outside 8-192 kHz.
+    a folder, not a regular file, unreadable or empty (0 bytes) (all checked by
+    :func:`~harmonycloak.io.files.check_input_file` before any decoder opens it), not
+    audio ("is not a readable audio file (...)": the decoder's reason where it says more
+    than "unknown format", e.g. a WAV header without a data chunk, else "no decoder
+    recognised its contents"), truncated or damaged, has no samples or channels, holds
+    NaN/infinite samples, or has a sample rate outside 8-192 kHz.
     """
-    file = _check_input_file(Path(path))
+    file = check_input_file(path, what="an audio file", export_hint=_REEXPORT_HINT)
     samples, sample_rate_hz = _decode_file(file)
     _check_decoded(file, samples, sample_rate_hz)
     if mono and samples.shape[0] > 1:
         samples = samples.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
     return AudioClip(np.ascontiguousarray(samples), int(sample_rate_hz), source=os.fspath(path))
-
-
-def _check_input_file(file: Path) -> Path:
-    try:
-        info = file.stat()
-    except FileNotFoundError:
-        raise InputError(f"{file}: file not found; check the path") from None
-    except PermissionError:
-        raise InputError(f"{file}: permission denied; check the file's permissions") from None
-    except OSError as error:
-        reason = error.strerror or error
-        raise InputError(f"{file}: cannot be read ({reason}); check the path") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise InputError(f"{file}: is a folder, not an audio file; give the path of a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{file}: is not a regular file; save the audio to a file first")
-    if info.st_size == 0:
-        raise InputError(f"{file}: file is empty (0 bytes); {_REEXPORT_HINT}")
-    if not os.access(file, os.R_OK):
-        raise InputError(f"{file}: permission denied; check the file's permissions")
-    return file
 
 
 @contextlib.contextmanager
@@ -170,9 +165,12 @@ def _decode_with_pyav(
     try:
         decoded = codecs.decode(file)
     except codecs.NotDecodableError as error:
-        reason = sndfile_reason or str(error)
         if sndfile_malformed:
-            raise _damaged(file, reason) from error
+            raise _damaged(file, sndfile_reason or str(error)) from error
+        reason = next(
+            (r for r in (sndfile_reason, str(error)) if r and _is_informative(r)),
+            _NOT_RECOGNISED,
+        )
         raise InputError(
             f"{file}: is not a readable audio file ({reason}); {_REEXPORT_HINT}"
         ) from error
@@ -185,6 +183,13 @@ def _decode_with_pyav(
             file, f"decoded {samples.shape[1]} of the {stated} samples its header promises"
         )
     return samples, rate
+
+
+def _is_informative(reason: str) -> bool:
+    """Whether a decoder's reason says more than "unknown format" (e.g. "Error in WAV
+    file. No 'data' chunk marker", "no audio stream found")."""
+    lowered = reason.strip().lower()
+    return not any(lowered.startswith(generic) for generic in _UNINFORMATIVE_REASONS)
 
 
 def _sndfile_reason(error: Exception) -> str:

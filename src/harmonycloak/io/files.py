@@ -1,23 +1,83 @@
-"""Safe file output: every file harmonycloak writes goes through :func:`atomic_write`.
+"""The file boundary: input-file checks, safe output, and the supported sample rates.
 
-A musician's files are the one thing we must never damage. So an output is first
-written to a hidden temporary file next to the target, flushed to disk, and only then
-renamed onto the target in one step (``os.replace``, atomic on POSIX and Windows for
-paths on the same file system). A crash, a full disk or an encoder error at any point
-leaves either the old file or the new one, never half a file, and no temporary file
-behind.
+:func:`check_input_file` is the one check every loader runs before opening a user's file
+(missing, a folder, a pipe or device, empty, unreadable), so each gets the same plain
+message and none hangs on a FIFO. :data:`MIN_SAMPLE_RATE_HZ` / :data:`MAX_SAMPLE_RATE_HZ`
+are the one definition of the sample rates harmonycloak accepts (kept in this small
+module so that :mod:`harmonycloak.psychoacoustics` can share them without importing the
+decoders).
+
+A musician's files are the one thing we must never damage. So every file harmonycloak
+writes goes through :func:`atomic_write`: an output is first written to a hidden
+temporary file next to the target, flushed to disk, and only then renamed onto the
+target in one step (``os.replace``, atomic on POSIX and Windows for paths on the same
+file system). A crash, a full disk or an encoder error at any point leaves either the
+old file or the new one, never half a file, and no temporary file behind.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Callable, Iterable
 
 from harmonycloak.errors import InputError
 
-__all__ = ["atomic_write", "same_file", "temp_path_for"]
+__all__ = [
+    "MAX_SAMPLE_RATE_HZ",
+    "MIN_SAMPLE_RATE_HZ",
+    "atomic_write",
+    "check_input_file",
+    "same_file",
+    "temp_path_for",
+]
+
+MIN_SAMPLE_RATE_HZ = 8_000
+"""Lowest sample rate harmonycloak loads or analyses (Hz)."""
+
+MAX_SAMPLE_RATE_HZ = 192_000
+"""Highest sample rate harmonycloak loads or analyses (Hz)."""
+
+
+def check_input_file(
+    path: str | os.PathLike[str],
+    *,
+    what: str = "a file",
+    export_hint: str = "export it again",
+) -> Path:
+    """Return ``path`` as a :class:`~pathlib.Path` if it is a readable, non-empty regular file.
+
+    Raises :class:`InputError` (message: the path, the problem, the fix) when it does
+    not exist (or is a broken link), is a folder, is not a regular file (a FIFO, socket
+    or device: reading one could block forever or never end), is empty (0 bytes), or
+    cannot be read (permissions). ``what`` names the expected file in the folder
+    message ("is a folder, not an audio file"); ``export_hint`` is the fix for an empty
+    file. Symbolic links are followed. Reads no content.
+    """
+    file = Path(path)
+    try:
+        info = file.stat()
+    except FileNotFoundError:
+        raise InputError(f"{file}: does not exist; check the path and the file name") from None
+    except PermissionError:
+        raise InputError(f"{file}: permission denied; check the file's permissions") from None
+    except OSError as error:
+        reason = error.strerror or error
+        raise InputError(f"{file}: cannot be read ({reason}); check the path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{file}: is a folder, not {what}; give the path of a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"{file}: is not a regular file (a pipe, socket or device); "
+            "save its content to a file and give that file"
+        )
+    if info.st_size == 0:
+        raise InputError(f"{file}: file is empty (0 bytes); {export_hint}")
+    if not os.access(file, os.R_OK):
+        raise InputError(f"{file}: permission denied; check the file's permissions")
+    return file
 
 
 def temp_path_for(path: Path) -> Path:

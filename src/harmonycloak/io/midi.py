@@ -57,6 +57,7 @@ out; :attr:`PianoRoll.warnings` then says how many, in words a musician can act 
 
 from __future__ import annotations
 
+import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ from symusic.core import ScoreTick, TrackTick
 
 from harmonycloak.clip import PianoRoll, TempoChange, TimeSignature
 from harmonycloak.errors import InputError
+from harmonycloak.io.files import check_input_file
 
 __all__ = [
     "GROUPINGS",
@@ -101,6 +103,7 @@ _MAX_MSPQ = 0xFFFFFF  # 24 bits in a set-tempo event
 _MAX_DELTA = 1 << 28  # 4-byte variable-length delta times
 
 _NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+_EXPORT_MIDI_HINT = "export your music as a Standard MIDI File (.mid)"
 _GM_FAMILIES = (
     "Piano", "Chromatic Percussion", "Organ", "Guitar", "Bass", "Strings", "Ensemble",
     "Brass", "Reed", "Pipe", "Synth Lead", "Synth Pad", "Synth Effects", "Ethnic",
@@ -122,8 +125,15 @@ class _Notes:
 
 
 def pitch_name(pitch: int) -> str:
-    """Scientific pitch name of a MIDI note number, with 60 = C4 (24 = C1, 107 = B7)."""
-    return f"{_NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+    """Scientific pitch name of a MIDI note number, with 60 = C4 and sharps.
+
+    The whole MIDI range 0-127: 0 = "C-1", 24 = "C1", 61 = "C#4", 107 = "B7",
+    127 = "G9". Numbers outside it continue the same notation (-1 = "B-2", 128 = "G#9",
+    135 = "D#10"), so a frequency rounded to a note number always has a name. Any
+    integer type (``int``, numpy integers); raises ``TypeError`` for anything else.
+    """
+    number = operator.index(pitch)
+    return f"{_NOTE_NAMES[number % 12]}{number // 12 - 1}"
 
 
 def musegan_track(program: int, is_drum: bool) -> int | None:
@@ -197,10 +207,7 @@ def _check_load_options(
 
 def _read_score(path: Path) -> ScoreTick:
     """Parse ``path`` with symusic; every failure becomes an :class:`InputError`."""
-    if not path.exists():
-        raise InputError(f"{path} does not exist; check the file name and folder")
-    if path.is_dir():
-        raise InputError(f"{path} is a folder, not a MIDI file; give the path of a .mid file")
+    check_input_file(path, what="a MIDI file", export_hint=_EXPORT_MIDI_HINT)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -208,7 +215,7 @@ def _read_score(path: Path) -> ScoreTick:
     if not data.startswith(b"MThd"):
         raise InputError(
             f"{path} is not a MIDI file (it does not start with a MIDI header); "
-            "export your music as a Standard MIDI File (.mid)"
+            f"{_EXPORT_MIDI_HINT}"
         )
     if len(data) >= 14 and data[12] & 0x80:
         raise InputError(
@@ -388,8 +395,10 @@ def load_midi(
         range; in musegan grouping, instruments LPD-5 leaves out).
 
     Raises:
-        InputError: the path is missing, a folder, not MIDI, damaged or truncated; the
-            file has no notes or none that can be kept; an option is out of range; the
+        InputError: the path is missing, a folder, not a regular file (a named pipe is
+            refused at once, never read), empty or unreadable (all checked by
+            :func:`~harmonycloak.io.files.check_input_file`); not MIDI, damaged or
+            truncated; the file has no notes or none that can be kept; an option is out of range; the
             roll would be too large to hold in memory.
     """
     path = Path(path)

@@ -7,6 +7,8 @@ Torch throughout, batched over any leading dims (``[channels, samples]``,
   (:mod:`.calibration`);
 * spectra are centred Hann frames, ``n_fft`` = smallest power of two with bins <= 50 Hz
   (1024 at 44.1/48 kHz), hop ``n_fft // 2``; ``frames = 1 + samples // hop``;
+* dominant tones (:mod:`.dominant`) are one per 10 ms window, each measured on a ~46 ms
+  Hann window centred on it (bass notes need about two periods);
 * the masking threshold (:mod:`.masking`) is MPEG-1 psychoacoustic model 1 plus temporal
   masking, computed from the clean music without gradients; :func:`psd_db` and
   :func:`noise_to_mask_ratio` are differentiable in their signal / noise.
@@ -25,7 +27,13 @@ from .calibration import (
     spl_to_amplitude,
     spl_to_power,
 )
-from .dominant import DEFAULT_WINDOW_MS, DominantTones, dominant_tones
+from .dominant import (
+    ANALYSIS_WINDOW_MS,
+    DEFAULT_WINDOW_MS,
+    DominantTones,
+    analysis_samples,
+    dominant_tones,
+)
 from .masking import MaskingResult, masking_threshold, temporal_masking
 from .nmr import nmr_summary, noise_to_mask_ratio
 from .thresholds import (
@@ -38,6 +46,7 @@ from .thresholds import (
 from .velocity import REFERENCE_LEVEL_DB, level_db_to_velocity, velocity_to_level_db
 
 __all__ = [
+    "ANALYSIS_WINDOW_MS",
     "DEFAULT_WINDOW_MS",
     "FULL_SCALE_SPL_DB",
     "HANN_ENBW_BINS",
@@ -46,6 +55,7 @@ __all__ = [
     "MaskingResult",
     "absolute_threshold_db",
     "amplitude_to_spl",
+    "analysis_samples",
     "bark",
     "critical_band_edges_hz",
     "critical_band_matrix",

@@ -1,8 +1,22 @@
 """Digital-to-SPL calibration and the framed, calibrated power spectrum.
 
-Convention (MPEG-1 psychoacoustic model, ISO 11172-3 annex D: "96 dB" = the dynamic range
-of 16-bit PCM): **a full-scale sine (amplitude 1.0) reads 96 dB SPL**. Concretely, with a
-periodic Hann window ``w`` of ``n_fft`` samples,
+Convention: **a full-scale sine (amplitude 1.0) reads 96 dB SPL** in its peak bin (96 dB
+~ the dynamic range of 16-bit PCM). This is the common convention of the psychoacoustic
+model literature (Painter & Spanias, "Perceptual coding of digital audio", Proc. IEEE
+2000) and of the psychoacoustic adversarial-audio work that builds on it (e.g. Qin et
+al., "Imperceptible, robust, and targeted adversarial examples for automatic speech
+recognition", ICML 2019). It is *not* the exact normalization of the ISO 11172-3 (annex D)
+reference encoder "dist10": with its window and FFT scaling, a full-scale sine reads
+about 88.5 dB in its peak bin and about 90.3 dB as a three-bin tonal masker, where ours
+reads 96 and 97.8 dB. The threshold in quiet is an absolute curve in both, so here
+maskers sit ~6-8 dB higher relative to it than in dist10: quiet maskers rise above the
+threshold in quiet (and mask) a little sooner, i.e. slightly more masking at low levels.
+Where masking is far above the threshold in quiet, the offset acts only through the
+level-dependent spreading function of :mod:`.masking` (per dB of level the upward slope
+flattens by 0.15 dB/Bark and the downward one steepens by 0.4 dB/Bark: here ~1 dB/Bark
+flatter upward and ~3 dB/Bark steeper downward than dist10 for the same music).
+
+Concretely, with a periodic Hann window ``w`` of ``n_fft`` samples,
 
     P(k) = |sum_n w(n) x(n) exp(-2j pi k n / n_fft)|^2 / (sum_n w(n) / 2)^2      (relative power)
     psd_db(k) = 96 + 10 log10(P(k) + 1e-20)                                      (dB SPL)
@@ -16,10 +30,9 @@ so a sine of amplitude ``A`` centred on a bin reads ``96 + 20 log10(A)`` in that
   Hann window's equivalent noise bandwidth (``HANN_ENBW_BINS`` = 1.5 bins); exact to
   ~0.01 dB wherever the sine sits (the main lobe holds >99.9 % of the power).
 
-A digital signal has no absolute loudness; the 96 dB convention plays the same role as
-the MPEG encoder's and assumes playback where full scale is loud (~96 dB SPL). Powers are
-floored at 1e-20 (-200 dB re full scale, i.e. -104 dB SPL) so logs never give -inf and
-gradients stay finite.
+A digital signal has no absolute loudness; the 96 dB convention assumes playback where
+full scale is loud (~96 dB SPL). Powers are floored at 1e-20 (-200 dB re full scale,
+i.e. -104 dB SPL) so logs never give -inf and gradients stay finite.
 
 Framing: frames are *centred* (frame ``t`` is centred on sample ``t * hop_length``), the
 signal is zero-padded by ``n_fft // 2`` on both sides, so ``1 + samples // hop_length``
@@ -39,6 +52,10 @@ from torch import Tensor
 
 from harmonycloak.clip import AudioClip
 from harmonycloak.errors import InputError
+
+# The supported rates are defined once, in io.files (a light module: importing it does not
+# load the decoders) and re-exported here.
+from harmonycloak.io.files import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 
 __all__ = [
     "FULL_SCALE_SPL_DB",
@@ -65,9 +82,6 @@ POWER_FLOOR = 1e-20
 
 HANN_ENBW_BINS = 1.5
 """Equivalent noise bandwidth of the Hann window in bins (sum w^2 * n / (sum w)^2)."""
-
-MIN_SAMPLE_RATE_HZ = 8000
-MAX_SAMPLE_RATE_HZ = 192000
 
 _MAX_BIN_WIDTH_HZ = 50.0
 
@@ -118,7 +132,8 @@ def check_sample_rate(sample_rate_hz: int) -> int:
     sr = int(sample_rate_hz)
     if not MIN_SAMPLE_RATE_HZ <= sr <= MAX_SAMPLE_RATE_HZ:
         raise InputError(
-            f"sample rate {sr} Hz is outside the supported 8000-192000 Hz; resample the audio first"
+            f"sample rate {sr} Hz is outside the supported {MIN_SAMPLE_RATE_HZ}-"
+            f"{MAX_SAMPLE_RATE_HZ} Hz; resample the audio first"
         )
     return sr
 

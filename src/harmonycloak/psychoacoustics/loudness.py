@@ -2,7 +2,8 @@
 
 Plain numpy functions on float32 ``[channels, samples]`` at ``sample_rate_hz``; they are
 reported by ``analyze`` and are not part of any gradient path. Vectorized over blocks
-(cumulative sums), any channel count.
+(cumulative sums), any channel count; 5- and 6-channel audio is weighted as 5.0 / 5.1
+surround (:func:`channel_weights`: surrounds +1.5 dB, the 5.1 LFE channel left out).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from scipy.signal import lfilter, resample_poly
 
 __all__ = [
     "MIN_LOUDNESS_S",
+    "channel_weights",
     "integrated_loudness_lufs",
     "k_weighting_coefficients",
     "sample_peak_dbfs",
@@ -25,9 +27,25 @@ MIN_LOUDNESS_S = 0.4
 
 _ABSOLUTE_GATE_LUFS = -70.0
 _RELATIVE_GATE_LU = -10.0
-# BS.1770-4 channel weights for L, R, C, Ls, Rs; channels beyond five (no weight defined
-# by the standard) count 1.0, like the front channels.
-_CHANNEL_WEIGHTS = (1.0, 1.0, 1.0, 1.41, 1.41)
+# BS.1770-4 channel weights G_i by channel count, in the WAV/SMPTE channel order
+# (WAVE_FORMAT_EXTENSIBLE default masks): 5.0 is L R C Ls Rs, 5.1 is L R C LFE Ls Rs and
+# the LFE is left out of the measurement (weight 0); the surrounds weigh 1.41 (+1.5 dB).
+_SURROUND_WEIGHTS: dict[int, tuple[float, ...]] = {
+    5: (1.0, 1.0, 1.0, 1.41, 1.41),
+    6: (1.0, 1.0, 1.0, 0.0, 1.41, 1.41),
+}
+
+
+def channel_weights(channels: int) -> tuple[float, ...]:
+    """BS.1770-4 weight ``G_i`` of each channel, by channel count (WAV channel order).
+
+    * 5 channels (5.0: L R C Ls Rs): ``(1, 1, 1, 1.41, 1.41)``;
+    * 6 channels (5.1: L R C LFE Ls Rs): ``(1, 1, 1, 0, 1.41, 1.41)``, the LFE left out;
+    * any other count (mono, stereo, 3/4-channel, 7.1, ...): 1.0 each. The standard
+      weighs every front channel 1.0; layouts whose surround positions a bare channel
+      count does not tell are measured as if all channels were front channels.
+    """
+    return _SURROUND_WEIGHTS.get(int(channels), (1.0,) * int(channels))
 
 
 def k_weighting_coefficients(sample_rate_hz: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -68,8 +86,10 @@ def integrated_loudness_lufs(samples: np.ndarray, sample_rate_hz: int) -> float 
     """Gated integrated loudness in LUFS (BS.1770-4: K-weighting, 400 ms blocks with 75 %
     overlap, -70 LUFS absolute gate, -10 LU relative gate).
 
-    Returns None when the clip is shorter than 400 ms or silent (nothing above the
-    absolute gate), where the standard defines no value.
+    Channels are weighted by :func:`channel_weights` (5.0 / 5.1 surround for 5 / 6
+    channels). Returns None when the clip is shorter than 400 ms or silent (nothing
+    above the absolute gate, e.g. a 5.1 file with sound only in its LFE channel), where
+    the standard defines no value.
     """
     channels, n = samples.shape
     if n < MIN_LOUDNESS_S * sample_rate_hz:
@@ -77,7 +97,7 @@ def integrated_loudness_lufs(samples: np.ndarray, sample_rate_hz: int) -> float 
     weighted = samples.astype(np.float64)
     for b, a in k_weighting_coefficients(sample_rate_hz):
         weighted = lfilter(b, a, weighted, axis=1)
-    weights = np.array([_CHANNEL_WEIGHTS[c] if c < 5 else 1.0 for c in range(channels)])
+    weights = np.asarray(channel_weights(channels))
     powers = weights @ _block_powers(weighted, sample_rate_hz)  # [blocks]
     with np.errstate(divide="ignore"):
         block_lufs = -0.691 + 10.0 * np.log10(powers)

@@ -10,8 +10,15 @@ where ``N`` is the noise's power per bin (framed and calibrated exactly like the
 the band's bins (not the band minimum): 0 dB means the noise carries as much energy in
 the band as the threshold allows, so noise shaped like the threshold and 20 dB below it
 reads -20 dB in every band. Bands are :func:`critical_band_edges_hz`, the DC bin
-excluded. A silent noise frame gives ~-100 dB (its power is floored at -104 dB SPL),
-never NaN. Differentiable with respect to the noise; the threshold carries no gradient.
+excluded.
+
+Silent noise: the noise's band power is floored at 1e-20 (-104 dB SPL), so a silent
+noise frame reads exactly ``-104 - T_b`` dB, where ``T_b = 10 log10 sum_{k in b}
+10^(T(t, k) / 10)`` is the band's summed threshold in dB SPL; never NaN or -inf. Since
+the threshold in quiet bottoms out near -5 dB SPL this is always below -99 dB; measured:
+-110 dB and lower over silent music, -130 to -280 dB under music (the threshold in quiet
+soars near 20 kHz). Differentiable with respect to the noise; the threshold carries no
+gradient.
 """
 
 from __future__ import annotations
