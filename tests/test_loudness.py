@@ -118,3 +118,14 @@ def test_true_peak_finds_inter_sample_peaks():
     # The oversampling filter rings a little at the abrupt start and end; BS.1770-4 meters
     # are allowed +0.2 dB there.
     assert true_peak_dbtp(x, sr) == pytest.approx(0.0, abs=0.2)
+
+
+def test_true_peak_blocks_match_one_pass_even_at_block_edges():
+    from scipy.signal import resample_poly
+
+    rng = np.random.default_rng(1)
+    x = (0.2 * rng.standard_normal((2, 200_000))).astype(np.float32)
+    edge = 1 << 16  # the block length
+    x[1, edge - 1], x[1, edge] = 0.95, -0.95  # an inter-sample overshoot across the seam
+    one_pass = 20 * np.log10(np.abs(resample_poly(x.astype(np.float64), 4, 1, axis=1)).max())
+    assert true_peak_dbtp(x, 44_100) == pytest.approx(one_pass, abs=1e-4)

@@ -115,18 +115,29 @@ def sample_peak_dbfs(samples: np.ndarray) -> float | None:
     return 20.0 * math.log10(peak) if peak > 0 else None
 
 
+_TRUE_PEAK_BLOCK = 1 << 16
+_TRUE_PEAK_OVERLAP = 64  # input samples either side; the polyphase FIR spans +-10 of them
+
+
 def true_peak_dbtp(samples: np.ndarray, sample_rate_hz: int) -> float | None:
     """Inter-sample ("true") peak in dBTP per BS.1770-4 annex 2.
 
     The signal is oversampled to at least 176.4 kHz (4x at 44.1/48 kHz, 2x at 88.2/96 kHz,
     none from 176.4 kHz up) with a polyphase FIR, and the largest absolute value is taken.
-    The result is never below the sample peak. None for digital silence.
+    Blocks of 65536 samples (with overlap wider than the filter) keep memory flat on long
+    files and give the same value as one pass. The result is never below the sample peak.
+    None for digital silence.
     """
     peak = float(np.max(np.abs(samples))) if samples.size else 0.0
     if peak == 0.0:
         return None
     factor = max(1, math.ceil(176_400 / sample_rate_hz))
-    if factor > 1 and samples.shape[1] > 1:
-        up = resample_poly(samples.astype(np.float64), factor, 1, axis=1)
-        peak = max(peak, float(np.max(np.abs(up))))
+    n = samples.shape[1]
+    if factor > 1 and n > 1:
+        for start in range(0, n, _TRUE_PEAK_BLOCK):
+            lo = max(0, start - _TRUE_PEAK_OVERLAP)
+            hi = min(n, start + _TRUE_PEAK_BLOCK + _TRUE_PEAK_OVERLAP)
+            up = resample_poly(samples[:, lo:hi].astype(np.float32), factor, 1, axis=1)
+            core = up[:, (start - lo) * factor:(min(n, start + _TRUE_PEAK_BLOCK) - lo) * factor]
+            peak = max(peak, float(np.max(np.abs(core))))
     return 20.0 * math.log10(peak)
