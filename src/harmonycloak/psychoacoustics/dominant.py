@@ -45,6 +45,7 @@ from torch import Tensor
 from harmonycloak.clip import AudioClip
 from harmonycloak.errors import InputError
 
+from ._threads import single_thread
 from .calibration import FULL_SCALE_SPL_DB, POWER_FLOOR, as_signal, hann_window
 from .thresholds import absolute_threshold_db
 
@@ -165,7 +166,7 @@ def dominant_tones(
     k_lo = max(1, math.ceil(min_hz / bin_hz))
     k_hi = max(k_lo, min(size // 2 - 1, math.floor(hi_hz / bin_hz)))
 
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         lead = x.shape[:-1]
         samples = x.shape[-1]
         rows = x.detach().reshape(-1, samples).to(torch.float32)

@@ -78,6 +78,7 @@ from torch import Tensor
 from harmonycloak.clip import AudioClip
 from harmonycloak.errors import InputError
 
+from ._threads import single_thread
 from .calibration import (
     FULL_SCALE_SPL_DB,
     POWER_FLOOR,
@@ -473,7 +474,7 @@ def masking_threshold(
         raise InputError(f"bark_step={bark_step} must be between 0.05 and 0.5 Bark")
     if chunk_frames < 1:
         raise InputError(f"chunk_frames={chunk_frames} must be >= 1")
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         if not bool(torch.isfinite(x).all()):
             raise InputError("audio contains NaN or infinite samples; clean or re-decode it")
         lead = x.shape[:-1]
