@@ -1,0 +1,50 @@
+"""scripts/make_dev_midi.py on two tiny pieces (skipped without music21)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from harmonycloak.io.midi import load_midi
+
+pytest.importorskip("music21")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_dev_midi.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("make_dev_midi", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_converts_one_chorale_and_one_folk_song(script, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "midi"
+    assert script.main(["--limit", "1", "--collections", "bach", "essen", "--out", str(out)]) == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mid"))
+    assert files == ["bach/bwv1.6.mid", "essen/altdeu10/0001.mid"]
+    chorale = load_midi(out / files[0], grouping="instrument")
+    assert chorale.tracks == 5 and chorale.onsets.sum() > 100  # bwv1.6 has five parts
+    printed = capsys.readouterr().out
+    assert "total" in printed and "As MuseGAN's five tracks" in printed and "Piano" in printed
+
+
+def test_output_is_deterministic(script, tmp_path: Path) -> None:
+    for run in ("a", "b"):
+        script.main(["--limit", "1", "--collections", "essen", "--out", str(tmp_path / run)])
+    first = tmp_path / "a" / "essen" / "altdeu10" / "0001.mid"
+    assert first.read_bytes() == (tmp_path / "b" / "essen" / "altdeu10" / "0001.mid").read_bytes()
+
+
+def test_rejects_a_negative_limit(script) -> None:
+    with pytest.raises(SystemExit):
+        script.main(["--limit", "-1"])
