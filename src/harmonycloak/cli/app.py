@@ -15,6 +15,7 @@ import typer
 
 from harmonycloak import __version__
 from harmonycloak.cli import analyze as analyze_cmd
+from harmonycloak.cli import watermark as watermark_cmd
 from harmonycloak.cli import audit as audit_cmd
 from harmonycloak.cli import catalog as catalog_cmd
 from harmonycloak.cli import protect as protect_cmd
@@ -52,6 +53,7 @@ def root(
 
 
 app.command("analyze")(analyze_cmd.analyze)
+app.add_typer(watermark_cmd.app, name="watermark")
 app.add_typer(rights_cmd.app, name="rights")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.command("audit")(audit_cmd.audit)
