@@ -32,8 +32,6 @@ __all__ = [
     "note_name",
 ]
 
-MIDI_SUFFIXES = (".mid", ".midi")
-
 # The band where the masking summary is taken: below 50 Hz little is audible anyway and
 # above 16 kHz the threshold in quiet dominates (and lossy codecs cut it).
 _SUMMARY_LOW_HZ = 50.0
@@ -343,6 +341,7 @@ def analyze(path: str | os.PathLike[str], *, config: AnalysisConfig = AnalysisCo
     a plot asked for a MIDI file, or audio too short for one analysis window.
     """
     from harmonycloak.io.audio import load_audio
+    from harmonycloak.io.midi import MIDI_SUFFIXES
 
     say = progress or (lambda _msg: None)
     if plot is not None:
@@ -376,10 +375,6 @@ def analyze(path: str | os.PathLike[str], *, config: AnalysisConfig = AnalysisCo
 
 # ---------------------------------------------------------------------------- protect
 
-REPORT_FORMAT = 1
-"""Version of the protection report's JSON layout (key ``harmonycloak_report``)."""
-
-
 @dataclass(frozen=True)
 class TargetChoice:
     """Which white-box model to protect against, and where it comes from.
@@ -393,23 +388,6 @@ class TargetChoice:
     corpus_dir: str = "data/dev-midi"
     train_steps: int = 500  # ~2 s a step for the GAN on a 2-core CPU: ~15 min, once
     train_batch_size: int = 16
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def default_report_path(output: str | os.PathLike[str]) -> Path:
-    """Where a protected file's report goes unless told: ``OUT.report.json`` beside it."""
-    out = Path(output)
-    return out.with_name(out.name + ".report.json")
 
 
 def _load_white_box_target(choice: TargetChoice, *, seed: int, device: str,
@@ -457,13 +435,14 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
     import torch
 
     from harmonycloak.config import config_dict
-    from harmonycloak.io.files import atomic_write
+    from harmonycloak.io.files import atomic_write, sha256_file
     from harmonycloak.io.midi import load_midi
     from harmonycloak.io.midi_edit import edit_midi
     from harmonycloak.perturb.optimize import EngineSettings, min_min, track_weights
     from harmonycloak.perturb.parametrize import MidiVelocityPerturbation
     from harmonycloak.perturb.phrases import phrases_tensor
     from harmonycloak.perturb.windows import note_slots
+    from harmonycloak.rights import REPORT_FORMAT_VERSION, default_report_path
     from harmonycloak.targets.registry import DEFAULT_ALPHA
 
     say = progress or (lambda _msg: None)
@@ -500,7 +479,7 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
     say("writing")
     edit_midi(path, out, velocity_changes=changes, added_notes=added, force=force)
     report = {
-        "harmonycloak_report": REPORT_FORMAT,
+        "harmonycloak_report": REPORT_FORMAT_VERSION,
         "version": __version__,
         "input": {"path": str(path), "sha256": sha256_file(path)},
         "output": {"path": str(out), "sha256": sha256_file(out)},

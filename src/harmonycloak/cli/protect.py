@@ -16,9 +16,6 @@ import typer
 from harmonycloak.cli import options
 from harmonycloak.cli.options import err, out
 
-MIDI_SUFFIXES = (".mid", ".midi")
-
-
 class Mode(str, Enum):
     whitebox = "whitebox"
     blackbox = "blackbox"
@@ -32,6 +29,7 @@ class TargetName(str, Enum):
 def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
     """(file, path relative to its input root) for every file named or inside a folder."""
     from harmonycloak.errors import InputError
+    from harmonycloak.io.midi import MIDI_SUFFIXES
 
     found: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -51,6 +49,7 @@ def _plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file to ``output`` itself when it has a suffix, else
     everything into the folder ``output`` with the inputs' layout mirrored."""
     from harmonycloak.errors import InputError
+    from harmonycloak.io.midi import MIDI_SUFFIXES
 
     files = _expand(inputs)
     single = len(files) == 1 and not inputs[0].is_dir() and output.suffix != ""

@@ -17,6 +17,7 @@ old file or the new one, never half a file, and no temporary file behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write",
     "check_input_file",
     "same_file",
+    "sha256_file",
     "temp_path_for",
 ]
 
@@ -192,3 +194,20 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
     except OSError:  # already gone, or not ours to remove: nothing more to do
         pass
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes as 64 lower-case hex digits (read in 1 MiB chunks).
+
+    Raises :class:`InputError` naming the file when it cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise InputError(
+            f"{path}: cannot be read ({error.strerror or error}); check the path and permissions"
+        ) from error
+    return digest.hexdigest()

@@ -73,6 +73,7 @@ from harmonycloak.io.files import check_input_file
 
 __all__ = [
     "GROUPINGS",
+    "MIDI_SUFFIXES",
     "MUSEGAN_PROGRAMS",
     "MUSEGAN_TRACKS",
     "load_midi",
@@ -81,6 +82,9 @@ __all__ = [
     "pitch_name",
     "save_midi",
 ]
+
+MIDI_SUFFIXES: tuple[str, ...] = (".mid", ".midi")
+"""File name endings read as MIDI (compared lower-case)."""
 
 Grouping = Literal["musegan", "instrument"]
 GROUPINGS: tuple[str, ...] = ("musegan", "instrument")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harmonycloak.errors import InputError
+from harmonycloak.io.files import sha256_file
 
 __all__ = [
     "REPORT_FORMAT_VERSION",
@@ -38,24 +39,6 @@ __all__ = [
 #: The ``harmonycloak_report`` format version this code reads.
 REPORT_FORMAT_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK_BYTES = 1 << 20
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes as 64 lower-case hex digits (read in 1 MiB chunks).
-
-    Raises :class:`InputError` naming the file when it cannot be read.
-    """
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
-                digest.update(chunk)
-    except OSError as error:
-        raise InputError(
-            f"{path}: cannot be read ({error.strerror or error}); check the path and permissions"
-        ) from error
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

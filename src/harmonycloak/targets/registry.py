@@ -79,8 +79,10 @@ def load_target(name: str, model_dir: str | os.PathLike[str], *, device: str = "
 
 def corpus_files(corpus_dir: str | os.PathLike[str]) -> list[Path]:
     """MIDI files under ``corpus_dir``, sorted; InputError when there are none."""
+    from harmonycloak.io.midi import MIDI_SUFFIXES
+
     root = Path(corpus_dir)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".mid", ".midi")) if root.is_dir() else []
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES) if root.is_dir() else []
     if not files:
         raise InputError(f"{root}: no MIDI files to train the white-box target on; {_CORPUS_HINT}")
     return files
