@@ -42,3 +42,7 @@ def test_same_rate_is_identity_and_bad_rate_fails():
     assert resample(x, 16000, 16000) is x
     with pytest.raises(ValueError, match="positive"):
         resample(x, 0, 16000)
+
+
+def test_empty_batch_keeps_its_shape():
+    assert resample(torch.zeros(0, 2, 441), 44100, 16000).shape == (0, 2, 160)

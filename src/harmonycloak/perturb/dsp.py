@@ -61,7 +61,10 @@ def resample(x: Tensor, orig_hz: int, new_hz: int, *, zeros: int = 16,
     kernels, half = _kernels(orig, new, zeros, rolloff)
     kernels = kernels.to(device=x.device, dtype=x.dtype)
     shape = x.shape
-    flat = x.reshape(-1, 1, shape[-1])
+    rows = math.prod(shape[:-1])
+    if rows == 0:
+        return x.new_zeros(*shape[:-1], resampled_length(shape[-1], orig, new))
+    flat = x.reshape(rows, 1, shape[-1])
     flat = F.pad(flat, (half, half + orig))
     y = F.conv1d(flat, kernels, stride=orig)             # [b, new, blocks]
     y = y.transpose(1, 2).reshape(flat.shape[0], -1)
