@@ -98,6 +98,26 @@ def test_perturbation_stays_inside_bounds_and_is_midi_quantized():
     assert torch.all(y[~untouched] >= x[~untouched])
 
 
+def test_track_rms_does_not_grow_with_the_piece():
+    short, long = _roll(steps=96), _roll(steps=960)
+    for roll, repeats in ((short, 1), (long, 10)):
+        for r in range(repeats):
+            _note(roll, 0, C4, 96 * r, 96 * r + 12, 60)
+            _note(roll, 0, E4, 96 * r + 24, 96 * r + 48, 60)
+    rms = []
+    for roll in (short, long):
+        slots = note_slots(roll)
+        pert = MidiVelocityPerturbation(slots, roll.velocities.shape, quantize=False)
+        params = torch.zeros(slots.count)
+        delta = pert.roll_delta(params)
+        cells = delta[0] > 0
+        expected = float(delta[0][cells].square().mean().sqrt())
+        got = pert.track_rms(params, 2)
+        assert got[0] == pytest.approx(expected, rel=1e-5) and float(got[1]) < 1e-5
+        rms.append(float(got[0]))
+    assert rms[0] == pytest.approx(rms[1], rel=1e-5)
+
+
 def test_straight_through_rounding_keeps_gradients():
     v = torch.tensor([0.1234, 0.5], requires_grad=True)
     (round_to_midi(v) * torch.tensor([1.0, 2.0])).sum().backward()

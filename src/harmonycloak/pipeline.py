@@ -470,7 +470,7 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
     losses_before = _loss_pair(model, x, perturbation, perturbation.init_params())
     say("optimizing")
     result = min_min(x, perturbation, model, to_model=phrases_tensor,
-                     regularizer=lambda p: (weights * perturbation.track_norms(p, x.shape[0])).sum(),
+                     regularizer=lambda p: (weights * perturbation.track_rms(p, x.shape[0])).sum(),
                      settings=settings, generator=torch.Generator().manual_seed(seed),
                      on_iteration=on_iteration)
     losses_after = _loss_pair(model, x, perturbation, result.params)

@@ -76,6 +76,17 @@ class MidiVelocityPerturbation:
         sq = torch.zeros(tracks, device=self.device).index_add(0, self._track, delta.square() * self._cells_per_slot)
         return (sq + 1e-12).sqrt()
 
+    def track_rms(self, params: Tensor, tracks: int) -> Tensor:
+        """‖δ^m‖₂ / √(cells of track m) per track ``[tracks]``: eq. 5's norm made length-free.
+
+        The plain L2 norm grows with the piece (√cells), while L_gen is a mean over the
+        batch, so with the paper's α its gradient outweighed L_gen's ~10⁴-fold on a
+        17 s piece and pinned every δ to its lower bound. The RMS keeps α's meaning the
+        same for a 10 s sketch and a 10 min suite. Tracks without slots give ~0 (1e-6).
+        """
+        cells = torch.zeros(tracks, device=self.device).index_add(0, self._track, self._cells_per_slot)
+        return self.track_norms(params, tracks) / cells.clamp_min(1.0).sqrt()
+
     def step_scale(self, params: Tensor) -> Tensor:
         """d(δ)/d(p) per slot: converts a step in δ units into parameter units."""
         s = torch.sigmoid(params.detach())
