@@ -130,11 +130,13 @@ def test_cli_refusals(song, tmp_path, capsys, argv, fragment):
     assert fragment in capsys.readouterr().err
 
 
-def test_audio_input_is_refused_plainly(tmp_path, capsys):
+def test_damaged_audio_input_fails_plainly_and_writes_nothing(tmp_path, capsys):
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"RIFF")
     code = main(["protect", str(wav), "-o", str(tmp_path / "a.protected.wav")])
-    assert code == 2 and "audio protection is not in this version yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and str(wav) in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
 
 
 def test_missing_corpus_says_how_to_get_one(song, tmp_path, capsys):

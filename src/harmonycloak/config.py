@@ -5,16 +5,20 @@ Protection presets are named and versioned (``light-v1``, ``standard-v1``,
 version. The paper's hyper-parameters (section 5.1) are the defaults of
 :class:`EngineConfig`: PGD step 0.001 for 20 iterations, SGD momentum 0.9 and lr 0.025
 for the outer loop, α = 0.22 for GANs and 0.30 for autoregressive models, 10 ms windows.
+Audio protection adds :class:`AudioPerturbConfig` (where δ goes in a waveform); every
+preset uses its defaults, so the MIDI numbers of the presets are unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
 __all__ = [
     "AnalysisConfig",
+    "AudioPerturbConfig",
     "Device",
     "EngineConfig",
     "MidiPerturbConfig",
@@ -84,12 +88,50 @@ class MidiPerturbConfig:
 
 
 @dataclass(frozen=True)
+class AudioPerturbConfig:
+    """Where δ goes in a waveform (issue 10; paper section 4.3).
+
+    ``mode``: ``"spectrum"`` (noise shaped under the global masking threshold, one
+    coefficient per STFT cell: :class:`~harmonycloak.perturb.audio_delta.MaskedSpectrumPerturbation`)
+    or ``"tone"`` (the paper's one sinusoid per 10 ms window at the dominant frequency:
+    :class:`~harmonycloak.perturb.audio_delta.DominantTonePerturbation`).
+    ``margin_db``: how far below the masking threshold the bounds sit; None takes the
+    budget's measured default (6 dB spectrum, 3 dB tone: the smallest whole margins that
+    keep the NMR p95 below 0 dB at the largest δ). ``chunk_s``: the file is cut into
+    windows of this many seconds (the last one zero-padded) that form the target's batch
+    (10 s: MusicGen / CLAP input lengths). ``initial_fraction``: where magnitudes start
+    between their bounds.
+    """
+
+    mode: str = "spectrum"
+    margin_db: float | None = None
+    chunk_s: float = 10.0
+    initial_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        from harmonycloak.errors import InputError
+
+        if self.mode not in ("spectrum", "tone"):
+            raise InputError(f"AudioPerturbConfig.mode={self.mode!r}: use 'spectrum' or 'tone'")
+        if self.margin_db is not None and not (math.isfinite(self.margin_db) and self.margin_db >= 0):
+            raise InputError(f"AudioPerturbConfig.margin_db={self.margin_db!r}: use a number of "
+                             "dB >= 0, or None for the budget's default")
+        if not (math.isfinite(self.chunk_s) and self.chunk_s > 0):
+            raise InputError(f"AudioPerturbConfig.chunk_s={self.chunk_s!r}: use a positive "
+                             "number of seconds (e.g. 10.0)")
+        if not 0.0 < self.initial_fraction < 1.0:
+            raise InputError(f"AudioPerturbConfig.initial_fraction={self.initial_fraction!r}: "
+                             "use a number strictly between 0 and 1 (e.g. 0.05)")
+
+
+@dataclass(frozen=True)
 class ProtectConfig:
     """Everything that decides the protected output (besides input, model and seed)."""
 
     preset: str
     engine: EngineConfig
     midi: MidiPerturbConfig
+    audio: AudioPerturbConfig = AudioPerturbConfig()
 
 
 PRESETS: dict[str, ProtectConfig] = {

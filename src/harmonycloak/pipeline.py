@@ -23,13 +23,18 @@ from harmonycloak.errors import InputError
 
 __all__ = [
     "AnalysisReport",
+    "AudioTargetChoice",
     "MaskingSummary",
     "MidiAnalysisReport",
     "MidiTrackSummary",
+    "SharedDelta",
+    "VERIFY_CODECS",
     "analyze",
     "analyze_clip",
     "analyze_roll",
+    "chunk_batch",
     "note_name",
+    "protect_audio",
 ]
 
 # The band where the masking summary is taken: below 50 Hz little is audible anyway and
@@ -514,11 +519,11 @@ def _loss_pair(model: Any, x: Any, perturbation: Any, params: Any) -> dict[str, 
     with torch.no_grad():
         clean = float(model.example_losses(phrases_tensor(x)).mean())
         protected = float(model.example_losses(phrases_tensor(perturbation.apply(x, params))).mean())
-    return {"clean": round(clean, 6), "protected": round(protected, 6)}
+    return {"clean": float(f"{clean:.6g}"), "protected": float(f"{protected:.6g}")}
 
 
 def _ratio(pair: dict[str, float]) -> float | None:
-    return round(pair["protected"] / pair["clean"], 6) if pair["clean"] > 0 else None
+    return float(f"{pair['protected'] / pair['clean']:.6g}") if pair["clean"] > 0 else None
 
 
 def _perturbation_summary(slots: Any, slot_delta: np.ndarray, changes: dict, added: list) -> dict[str, Any]:
@@ -531,3 +536,362 @@ def _perturbation_summary(slots: Any, slot_delta: np.ndarray, changes: dict, add
         "max_velocity_raise": int(raised.max()) if raised.size else 0,
         "max_added_velocity": max((a.velocity for a in added), default=0),
     }
+
+
+# ---------------------------------------------------------------------- protect audio
+
+VERIFY_CODECS: tuple[tuple[str, int], ...] = (("mp3", 128), ("mp3", 64), ("aac", 64), ("opus", 64))
+"""The lossy round trips every audio report measures the protection after: (codec, kbps)."""
+
+
+@dataclass(frozen=True)
+class AudioTargetChoice:
+    """Which white-box audio model to protect against, and where it comes from.
+
+    ``name``: ``codec-lm`` (default: the paper's MusicLM family), ``latent-diffusion`` or
+    ``clap-shift``. ``model_dir``: a checkpoint folder
+    (:func:`~harmonycloak.targets.audio_registry.load_audio_target`); otherwise the target
+    is trained on ``corpus_dir`` once and cached, ``train_steps`` per stage (None: the
+    registry's default) with ``train_seed``, which is kept apart from the protection seed
+    so that another ``--seed`` reuses the cached model.
+    """
+
+    name: str = "codec-lm"
+    model_dir: str | None = None
+    corpus_dir: str = "data/dev-music"
+    train_steps: int | None = None
+    train_seed: int = 0
+
+
+def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                  config: Any, target: AudioTargetChoice = AudioTargetChoice(), seed: int = 0,
+                  device: str = "cpu", report_path: str | os.PathLike[str] | None = None,
+                  force: bool = False, progress: Callable[[str], None] | None = None,
+                  on_iteration: Callable[[dict[str, Any]], None] | None = None,
+                  channel: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """White-box protection of one audio file against ``target``; writes the protected
+    audio (format by ``output``'s suffix) and its report, both atomically, and returns
+    the report dict.
+
+    The clip (any length, channels and rate) gets a perturbation δ inside its masking
+    budget (``config.audio``: mode, margin), cut into ``config.audio.chunk_s`` windows
+    that form the target's batch ``[chunks, channels, samples]`` (the last window
+    zero-padded; a clip shorter than one window is one chunk of its own length), and δ is
+    optimized by the bi-level loop (α from ``config.engine.alpha`` or the target's default;
+    the outer steps train on ``min(config.engine.batch_size, chunks)`` chunks at a time:
+    the file's chunks are all the data there is). The written file is then decoded again
+    and verified: SNR and NMR of what it really carries, the target's loss protected /
+    clean on it and after the round trips of :data:`VERIFY_CODECS`. ``device``: ``"cpu"``,
+    ``"cuda"`` or ``"auto"``.
+
+    ``channel``: a hook for the expectation over transformations: a callable applied to
+    x + δ (float ``[1, channels, samples]`` at the file's rate, same shape back) inside
+    the loop, e.g. ``lambda y: ch.apply(y, ch.sample(generator))``; the measurements
+    never go through it. Raises :class:`InputError` for a MIDI or unknown output suffix,
+    an output format that cannot hold this audio, existing outputs without ``force`` (all
+    before any work), unreadable input, silence, and a MIDI target name.
+    """
+    import time
+
+    import torch
+
+    from harmonycloak.clip import AudioClip
+    from harmonycloak.config import resolve_device
+    from harmonycloak.io.audio import load_audio, save_audio
+    from harmonycloak.io.files import atomic_write, sha256_file
+    from harmonycloak.perturb.optimize import EngineSettings, min_min
+    from harmonycloak.psychoacoustics import masking_threshold
+    from harmonycloak.rights import REPORT_FORMAT_VERSION, default_report_path
+    from harmonycloak.targets.audio_registry import AUDIO_TARGET_NAMES, DEFAULT_ALPHA
+
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    device = resolve_device(device)
+    if target.name not in AUDIO_TARGET_NAMES:
+        raise InputError(f"--target {target.name}: protects MIDI files; for audio use one of "
+                         f"{', '.join(AUDIO_TARGET_NAMES)}")
+    out, report_file = Path(output), Path(report_path) if report_path else default_report_path(output)
+    _check_audio_output(Path(path), out)
+    _refuse_existing([out, report_file], force=force)
+    say("reading")
+    clip = load_audio(path)
+    _probe_output_format(clip, out)
+    say("analyzing masking")
+    clean = torch.from_numpy(clip.samples)
+    masking = masking_threshold(clean, clip.sample_rate_hz)
+    budget, perturbation = _audio_perturbation(clean, clip.sample_rate_hz, masking, config.audio,
+                                               seed=seed, device=device)
+    if not bool(budget.active.any()):
+        raise InputError(f"{path}: no sound loud enough to hide a perturbation under (silence, "
+                         "or too quiet to mask anything); nothing to protect")
+    model, model_source = _load_audio_target(target, sample_rate_hz=clip.sample_rate_hz,
+                                             seed=seed, device=device, say=say)
+    x = clean.to(device)
+    chunk_samples = max(1, round(config.audio.chunk_s * clip.sample_rate_hz))
+
+    def to_clips(y: Any) -> Any:
+        return chunk_batch(y, chunk_samples=chunk_samples)
+
+    to_model = to_clips if channel is None else (lambda y: to_clips(channel(y[None])[0]))
+    chunks = to_clips(x)
+    if hasattr(model, "set_reference"):  # clap-shift: the clean embedding to move away from
+        model.set_reference(chunks)
+    engine = config.engine
+    alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
+    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
+                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
+                              alpha=alpha, batch_size=min(engine.batch_size, chunks.shape[0]))
+    losses_before = _audio_loss_pair(model, to_clips, x, perturbation, perturbation.init_params())
+    say("optimizing")
+    shared = SharedDelta(perturbation)
+    result = min_min(x, shared, model, to_model=to_model, regularizer=shared.regularizer,
+                     settings=settings, generator=torch.Generator().manual_seed(seed),
+                     on_iteration=on_iteration)
+    losses_after = _audio_loss_pair(model, to_clips, x, perturbation, result.params)
+    with torch.no_grad():
+        protected = perturbation.apply(x, result.params).cpu().numpy().astype(np.float32)
+    say("writing")
+    save_audio(AudioClip(protected, clip.sample_rate_hz, source=str(path)), out, force=force)
+    say("verifying the written file")
+    verification, notes = _verify_audio(out, clip, model, to_clips, masking, device=device)
+    if target.name == "clap-shift":
+        notes.append("clap-shift: the losses are cosine similarities to the clean clip's "
+                     "embedding (1 = no shift; seed 003 aims below 0.3)")
+    report = {
+        "harmonycloak_report": REPORT_FORMAT_VERSION,
+        "version": __version__,
+        "input": {"path": str(path), "sha256": sha256_file(path)},
+        "output": {"path": str(out), "sha256": sha256_file(out)},
+        "mode": "whitebox", "target": target.name, "model": model_source,
+        "preset": config.preset, "seed": seed, "watermark": None,
+        "config": config_dict(config),
+        "audio": {"sample_rate_hz": clip.sample_rate_hz, "channels": clip.channels,
+                  "duration_s": round(clip.duration_s, 4)},
+        "losses": {"before": losses_before, "after": losses_after,
+                   "protected_over_clean_after": _ratio(losses_after)},
+        "perturbation": {"mode": config.audio.mode, "margin_db": budget.margin_db,
+                         "active_share": round(float(budget.active.float().mean()), 6),
+                         "chunks": int(chunks.shape[0]), "chunk_samples": int(chunks.shape[-1]),
+                         "alpha": settings.alpha, "outer_batch_size": settings.batch_size,
+                         "model_parameters": model.num_parameters()},
+        "verification": verification,
+        "history": [{k: _json_number(v) for k, v in row.items()} for row in result.history],
+        "seconds": round(time.perf_counter() - start, 3),
+        "notes": notes,
+    }
+    atomic_write(report_file, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"),
+                 force=force)
+    return report
+
+
+def chunk_batch(y: Any, *, chunk_samples: int) -> Any:
+    """Cut ``y [channels, samples]`` into a batch ``[chunks, channels, length]`` (torch).
+
+    ``length = min(chunk_samples, samples)``: a clip shorter than one window is one chunk
+    of its own length; otherwise ``ceil(samples / chunk_samples)`` windows, the last
+    zero-padded. Differentiable (a pad and a reshape).
+    """
+    import torch.nn.functional as F
+
+    channels, samples = y.shape[-2:]
+    length = min(int(chunk_samples), int(samples))
+    count = -(-samples // length)
+    padded = F.pad(y, (0, count * length - samples))
+    return padded.reshape(channels, count, length).transpose(0, 1).contiguous()
+
+
+class SharedDelta:
+    """A perturbation whose δ is rendered once per parameter tensor (and grad mode), so the
+    engine's ``apply`` and the regularizer share it (each would render δ otherwise).
+
+    Wraps :class:`~harmonycloak.perturb.audio_delta.DominantTonePerturbation` or
+    :class:`~harmonycloak.perturb.audio_delta.MaskedSpectrumPerturbation`; satisfies the
+    engine's ``Perturbation`` protocol. ``regularizer(params)`` is the wrapped one's.
+    """
+
+    def __init__(self, perturbation: Any) -> None:
+        self.perturbation = perturbation
+        self._last: tuple[Any, bool, Any] | None = None
+
+    def init_params(self) -> Any:
+        return self.perturbation.init_params()
+
+    def step_scale(self, params: Any) -> Any:
+        return self.perturbation.step_scale(params)
+
+    def delta(self, params: Any) -> Any:
+        import torch
+
+        grad = torch.is_grad_enabled()
+        if self._last is None or self._last[0] is not params or self._last[1] != grad:
+            self._last = (params, grad, self.perturbation.delta(params))
+        return self._last[2]
+
+    def apply(self, x: Any, params: Any) -> Any:
+        """``clamp(x + δ, -1, 1)`` as the wrapped perturbation's ``apply`` (same checks)."""
+        if tuple(x.shape[-2:]) != tuple(self.perturbation.shape):
+            return self.perturbation.apply(x, params)  # raises its InputError
+        return (x + self.delta(params).to(x.dtype)).clamp(-1.0, 1.0)
+
+    def regularizer(self, params: Any) -> Any:
+        return self.perturbation.delta_regularizer(self.delta(params))
+
+
+def _check_audio_output(source: Path, out: Path) -> None:
+    from harmonycloak.io.audio import WRITABLE_AUDIO_SUFFIXES
+    from harmonycloak.io.midi import MIDI_SUFFIXES
+
+    suffix = out.suffix.lower()
+    allowed = ", ".join(WRITABLE_AUDIO_SUFFIXES)
+    if suffix in MIDI_SUFFIXES:
+        raise InputError(f"{out}: {source.name} is audio, and protected audio cannot be written "
+                         f"as MIDI; name the output with an audio suffix ({allowed})")
+    if suffix not in WRITABLE_AUDIO_SUFFIXES:
+        what = f"the suffix {out.suffix!r}" if out.suffix else "no suffix"
+        raise InputError(f"{out}: {what} names no audio format harmonycloak writes; use one of "
+                         f"{allowed}")
+    if out.resolve() == source.resolve():
+        raise InputError(f"{out}: would overwrite the input; choose another output name")
+
+
+def _probe_output_format(clip: Any, out: Path) -> None:
+    """Fail before the optimization when ``out``'s format cannot hold this audio (channels,
+    sample rate): encode its first 0.1 s to a temporary file with the same suffix."""
+    import tempfile
+
+    from harmonycloak.clip import AudioClip
+    from harmonycloak.io.audio import save_audio
+
+    length = max(1, min(clip.num_samples, clip.sample_rate_hz // 10))
+    probe_clip = AudioClip(np.ascontiguousarray(clip.samples[:, :length]), clip.sample_rate_hz)
+    with tempfile.TemporaryDirectory(prefix="harmonycloak-probe-") as folder:
+        probe = Path(folder) / f"probe{out.suffix.lower()}"
+        try:
+            save_audio(probe_clip, probe)
+        except InputError as err:
+            raise InputError(str(err).replace(str(probe), str(out))) from None
+
+
+def _audio_perturbation(clean: Any, sample_rate_hz: int, masking: Any, audio: Any, *, seed: int,
+                        device: str) -> tuple[Any, Any]:
+    """The budget of the clean clip and the perturbation of ``audio.mode`` inside it."""
+    from harmonycloak.perturb import budget as budgets
+    from harmonycloak.perturb.audio_delta import DominantTonePerturbation, MaskedSpectrumPerturbation
+
+    if audio.mode == "tone":
+        margin = budgets.DEFAULT_TONE_MARGIN_DB if audio.margin_db is None else audio.margin_db
+        budget = budgets.dominant_tone_budget(clean, sample_rate_hz, margin_db=margin, masking=masking)
+        return budget, DominantTonePerturbation(budget, initial_fraction=audio.initial_fraction,
+                                                device=device)
+    margin = budgets.DEFAULT_SPECTRUM_MARGIN_DB if audio.margin_db is None else audio.margin_db
+    budget = budgets.masked_spectrum_budget(clean, sample_rate_hz, margin_db=margin, masking=masking)
+    return budget, MaskedSpectrumPerturbation(budget, seed=seed, device=device,
+                                              initial_fraction=audio.initial_fraction)
+
+
+def _load_audio_target(choice: AudioTargetChoice, *, sample_rate_hz: int, seed: int, device: str,
+                       say: Callable[[str], None]) -> tuple[Any, str]:
+    from harmonycloak.targets import audio_registry
+
+    if choice.model_dir:
+        return audio_registry.load_audio_target(choice.name, choice.model_dir,
+                                                sample_rate_hz=sample_rate_hz, seed=seed,
+                                                device=device), choice.model_dir
+    return audio_registry.cached_audio_target(
+        choice.name, choice.corpus_dir, sample_rate_hz=sample_rate_hz, seed=choice.train_seed,
+        target_seed=seed, steps=choice.train_steps, device=device,
+        progress=lambda stage, i, n: say(f"{stage} the {choice.name} target ({i}/{n}); "
+                                         "done once, then cached"))
+
+
+def _mean_loss(model: Any, to_clips: Callable[[Any], Any], y: Any) -> float:
+    import torch
+
+    with torch.no_grad():
+        return float(model.example_losses(to_clips(y)).mean())
+
+
+def _audio_loss_pair(model: Any, to_clips: Callable[[Any], Any], x: Any, perturbation: Any,
+                     params: Any) -> dict[str, float]:
+    """The target's mean L_gen on the clean and the perturbed clip (in memory)."""
+    import torch
+
+    with torch.no_grad():
+        protected = perturbation.apply(x, params.detach())
+    return {"clean": round(_mean_loss(model, to_clips, x), 6),
+            "protected": round(_mean_loss(model, to_clips, protected), 6)}
+
+
+def _loss_triplet(model: Any, to_clips: Callable[[Any], Any], clean: np.ndarray,
+                  protected: np.ndarray, device: str) -> dict[str, float | None]:
+    import torch
+
+    pair = {"clean": round(_mean_loss(model, to_clips, torch.from_numpy(clean).to(device)), 6),
+            "protected": round(_mean_loss(model, to_clips, torch.from_numpy(protected).to(device)), 6)}
+    return {**pair, "protected_over_clean": _ratio(pair)}
+
+
+def _snr_db(clean: np.ndarray, noise: np.ndarray) -> float | None:
+    """10 log10(signal energy / noise energy) over all channels; None for no noise or silence."""
+    signal = float(np.sum(clean.astype(np.float64) ** 2))
+    error = float(np.sum(noise.astype(np.float64) ** 2))
+    return round(10.0 * math.log10(signal / error), 3) if signal > 0 and error > 0 else None
+
+
+def _aligned(decoded: Any, clip: Any, notes: list[str]) -> np.ndarray:
+    """The decoded output as ``clip``'s shape and rate (noting any difference)."""
+    from harmonycloak.io import codecs
+
+    y = decoded.samples
+    if decoded.sample_rate_hz != clip.sample_rate_hz:
+        notes.append(f"the written file decodes at {decoded.sample_rate_hz} Hz; resampled to "
+                     f"{clip.sample_rate_hz} Hz to compare")
+        y = codecs.resample(y, decoded.sample_rate_hz, clip.sample_rate_hz)
+    if y.shape[1] != clip.num_samples:
+        notes.append(f"the written file decodes to {y.shape[1]} samples for {clip.num_samples}; "
+                     "compared over the input's length (cut or zero-padded)")
+        y = y[:, :clip.num_samples]
+        y = np.pad(y, ((0, 0), (0, clip.num_samples - y.shape[1])))
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _verify_audio(out: Path, clip: Any, model: Any, to_clips: Callable[[Any], Any], masking: Any, *,
+                  device: str) -> tuple[dict[str, Any], list[str]]:
+    """Decode the written file and measure what it really carries (see :func:`protect_audio`)."""
+    import torch
+
+    from harmonycloak.errors import CodecError
+    from harmonycloak.io import codecs
+    from harmonycloak.io.audio import load_audio
+    from harmonycloak.psychoacoustics import nmr_summary, noise_to_mask_ratio
+
+    notes: list[str] = []
+    written = _aligned(load_audio(out), clip, notes)
+    noise = written - clip.samples
+    nmr = nmr_summary(noise_to_mask_ratio(torch.from_numpy(noise), masking))
+    after: dict[str, Any] = {}
+    for codec, kbps in VERIFY_CODECS:
+        key = f"{codec}_{kbps}k"
+        try:
+            coded = codecs.roundtrip(written, clip.sample_rate_hz, codec=codec, bitrate_kbps=kbps)
+            reference = codecs.roundtrip(clip.samples, clip.sample_rate_hz, codec=codec,
+                                         bitrate_kbps=kbps)
+        except (CodecError, InputError) as err:
+            after[key] = None
+            notes.append(f"{key}: round trip skipped ({err})")
+            continue
+        after[key] = _loss_triplet(model, to_clips, reference, coded, device)
+    verification = {
+        "snr_db": _snr_db(clip.samples, noise),
+        "nmr": {k: round(v, 3) for k, v in nmr.items()},
+        "losses": _loss_triplet(model, to_clips, clip.samples, written, device),
+        "after_codecs": after,
+    }
+    return verification, notes
+
+
+def _json_number(value: Any) -> Any:
+    """Floats that JSON can hold (NaN and infinities become null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
