@@ -200,7 +200,10 @@ def main() -> None:
     base = new_target(args.target, seed=1)
     losses = fit_stage1(base, clips, args.stage1_steps)
     stage1 = {k: v.clone() for k, v in stage1_module(base).state_dict().items()}
-    print(f"stage 1 ({args.stage1_steps} steps): loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    if losses:
+        print(f"stage 1 ({args.stage1_steps} steps): loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    else:
+        print("stage 1: not trained (a seeded random tokenizer / VAE, frozen)")
     cloaked, long, long_cloaked, craft_s = craft(args.target, protected, stage1, args)
     cloaked = as_16bit(cloaked)
     noise = cloaked - protected

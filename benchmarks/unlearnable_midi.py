@@ -114,7 +114,7 @@ def metrics(phrases: np.ndarray) -> dict[str, float]:
     out = {}
     for key in ("empty_bar_rate", "used_pitch_classes", "qualified_note_rate", "drum_pattern_rate"):
         values = [v[key] for v in per_track.values() if key in v and np.isfinite(v[key])]
-        out[key] = round(float(np.mean(values)), 4) if values else float("nan")
+        out[key] = round(float(np.mean(values)), 4) if values else None  # JSON has no NaN
     return out
 
 
