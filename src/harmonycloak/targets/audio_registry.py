@@ -48,17 +48,14 @@ with soxr to the model's rate (16 kHz for the three default configs), then cut i
 (a short file is repeated); crops below -60 dBFS RMS are left out (:func:`corpus_crops`).
 Then, with ``steps`` steps per stage (:data:`DEFAULT_TRAIN_STEPS`):
 
-* ``codec-lm``: the LM only, on 4 random crops a step, Adam lr 1e-3, over the target's
-  seeded random tokenizer, kept frozen (a random-projection quantizer, as BEST-RQ uses;
-  MusicGen, too, trains its LM over a frozen codec). The tokenizer is *not* fitted
-  because a codec cannot be trained in minutes on a CPU: measured on the dev corpus, 150
-  to 300 steps of :meth:`CodecLMTarget.fit_tokenizer` (lr 1e-4 to 1e-3) leave latents
-  that barely move over time and 1–8 codes in use per codebook, so the LM reaches 0.013
-  nats per token and protection has nothing to work on; the random tokenizer uses 39–78
-  codes per codebook on the same music, and 150 LM steps take the held-out NLL from 5.5
-  nats (uniform) to 2.8. For a real codec, give ``--model`` a MusicGen / EnCodec folder;
-* ``latent-diffusion``: the VAE (:meth:`LatentDiffusionTarget.fit_autoencoder`, 4 patches
-  a step, on up to 32 crops held in memory), then the U-Net on 4 crops a step, AdamW lr
+* ``codec-lm``: the tokenizer first (:meth:`CodecLMTarget.fit_tokenizer`,
+  :data:`STAGE1_STEPS` steps: k-means-initialized codebooks with dead-code restarts use
+  208–221 of 256 codes per codebook after 200 steps on the dev music), then the LM on 4
+  random crops a step, Adam lr 1e-3, the tokenizer frozen (MusicGen, too, trains its LM
+  over a frozen codec). For a real codec, give ``--model`` a MusicGen / EnCodec folder;
+* ``latent-diffusion``: the VAE (:meth:`LatentDiffusionTarget.fit_autoencoder`,
+  :data:`STAGE1_STEPS` steps: 100 left a log-mel error of 11 dB, worse than each band's
+  mean level; 400 give 4.1 dB; 4 patches a step, on up to 32 crops held in memory), then the U-Net on 4 crops a step, AdamW lr
   1e-3;
 * ``clap-shift``: the contrastive encoder on the per-file segments
   (:meth:`ContrastiveMusicEncoder.train_contrastive`, 16 files a step, two 4 s views
@@ -69,7 +66,8 @@ few-minute CPU runs take 10x larger steps to get anywhere. Measured once each on
 shared 2-core machine (one thread, load average 2.5–3), default configs and steps, dev
 corpus (40 of its 41 tracks readable): reading the corpus ~20 s, then codec-lm 155 s in
 all (peak memory 0.9 GB), latent-diffusion 311 s (VAE 89 s, U-Net 199 s; 1.6 GB),
-clap-shift 242 s (1.0 GB).
+clap-shift 242 s (1.0 GB); those runs fitted no tokenizer and 100 VAE steps: the first
+stages above add about 1 min (tokenizer) and 4–6 min (VAE).
 """
 
 from __future__ import annotations
@@ -111,6 +109,8 @@ DEFAULT_ALPHA = {"codec-lm": 0.30, "latent-diffusion": 0.22, "clap-shift": 0.30}
 not give)."""
 
 DEFAULT_TRAIN_STEPS = {"codec-lm": 150, "latent-diffusion": 100, "clap-shift": 300}
+STAGE1_STEPS = {"codec-lm": 200, "latent-diffusion": 400}
+"""Steps of the first stage (tokenizer, VAE) when the target is trained on the corpus."""
 """Steps per training stage of a cached target (a few minutes each on one CPU thread)."""
 
 ATTACKER_OPTIMIZER = {"codec-lm": ("adam", 1e-3), "latent-diffusion": ("adamw", 1e-3),
@@ -123,7 +123,7 @@ TRAIN_CROP_S = 10.0
 SILENT_RMS = 1e-3
 """Training crops quieter than this RMS (-60 dBFS) are left out (see :func:`corpus_crops`)."""
 
-_RECIPE_VERSION = 1  # part of the cache key: bump it when the training recipe changes
+_RECIPE_VERSION = 2  # part of the cache key: bump it when the training recipe changes
 _CROPS_PER_FILE = 4
 _MODEL_BATCH = 4
 _VAE_BATCH = 4
@@ -380,13 +380,14 @@ def train_audio_model(name: str, segments: list[Tensor], *, config: Any, steps: 
 
 def _train_codec_lm(crops: Tensor, *, config: Any, steps: int, seed: int, rate_hz: int,
                     generator: torch.Generator, device: str, say: Callable) -> Any:
-    """The LM on 4 random crops a step, over the frozen seeded random tokenizer (see the
-    module docstring for why the tokenizer is not fitted)."""
+    """The tokenizer (:data:`STAGE1_STEPS`), then the LM on 4 random crops a step over it."""
     from harmonycloak.targets.codec_lm import CodecLMTarget
 
     optimizer, lr = ATTACKER_OPTIMIZER["codec-lm"]
     target = CodecLMTarget(config, sample_rate_hz=rate_hz, seed=seed, optimizer=optimizer,
                            lr=lr, device=device)
+    say("training the tokenizer of", 0, STAGE1_STEPS["codec-lm"])
+    target.fit_tokenizer(crops, steps=STAGE1_STEPS["codec-lm"])
     for step in range(steps):
         index = torch.randint(crops.shape[0], (min(_MODEL_BATCH, crops.shape[0]),),
                               generator=generator)
@@ -404,9 +405,10 @@ def _train_latent_diffusion(crops: Tensor, *, config: Any, steps: int, seed: int
                                    lr=lr, device=device)
     # the VAE computes the log-mels of everything it is given up front: bound the memory
     subset = torch.randperm(crops.shape[0], generator=generator)[:_VAE_CLIPS]
-    say("training the VAE of", 0, steps)
-    target.fit_autoencoder(crops[subset], steps=steps, batch_size=_VAE_BATCH)
-    say("training the VAE of", steps, steps)
+    vae_steps = STAGE1_STEPS["latent-diffusion"]
+    say("training the VAE of", 0, vae_steps)
+    target.fit_autoencoder(crops[subset], steps=vae_steps, batch_size=_VAE_BATCH)
+    say("training the VAE of", vae_steps, vae_steps)
     for step in range(steps):
         index = torch.randint(crops.shape[0], (min(_MODEL_BATCH, crops.shape[0]),),
                               generator=generator)
