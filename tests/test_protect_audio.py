@@ -304,7 +304,7 @@ def test_cli_refuses_existing_output_without_force(tmp_path, models, capsys):
     (["-o", "{tmp}/o.mid"], "protected audio must be written as audio"),
     (["-o", "{tmp}/o.txt"], "protected audio must be written as audio"),
     (["-o", "{tmp}/o.wav", "--target", "musegan"], "--target musegan protects MIDI, not audio"),
-    (["-o", "{tmp}/o.wav", "--watermark-key", "k.json"], "not in this version yet"),
+    (["-o", "{tmp}/o.wav", "--watermark-key", "k.json"], "--watermark-key needs --watermark-payload"),
     (["-o", "{tmp}/o.wav", "--mode", "blackbox"], "--mode blackbox is not in this version"),
     (["-o", "{tmp}/o.wav", "--corpus", "{tmp}/none"], "bash scripts/get_dev_music.sh"),
 ])

@@ -4,9 +4,14 @@ White-box protection against a known model, routed by each input's suffix: MIDI 
 (.mid, .midi) against ``--target musegan`` (default) or ``symbolic-lm``; audio files
 (.wav .flac .mp3 .ogg .opus .m4a .aac .mp4) against ``--target codec-lm`` (default),
 ``latent-diffusion`` or ``clap-shift``. One call may mix both kinds; ``--target`` then
-applies to the kind it belongs to and must not be given for the other. The black-box
-mode (which will become the default) and watermarking during protection arrive with
-later versions and are refused with a plain message until then.
+applies to the kind it belongs to and must not be given for the other.
+
+``--watermark-key KEY --watermark-payload HEX`` (both or neither) also hides the keyed
+provenance watermark in each protected audio file, combined with the cloak as
+:class:`harmonycloak.pipeline.WatermarkSplit` says (measured order and budget split), and
+the report records whether it reads back; MIDI files cannot carry the audio mark and are
+refused with the flags. The black-box mode (which will become the default) arrives with a
+later version and is refused with a plain message until then.
 """
 
 from __future__ import annotations
@@ -119,15 +124,30 @@ def _target_for(kind: str, target: TargetName | None, example: Path) -> str:
     return target.value
 
 
-def _refuse_watermark(kinds: set[str]) -> None:
+def _watermark(kinds: set[str], key_path: Path | None, payload: str | None) -> tuple[Any, str] | None:
+    """``(WatermarkKey, payload)`` for the watermark flags, or None without them.
+
+    InputError, before any work: the flags with MIDI inputs, one flag without the other,
+    and (from the watermark module) a bad key file or payload."""
     from harmonycloak.errors import InputError
 
+    if key_path is None and payload is None:
+        return None
     if "midi" in kinds:
         raise InputError("--watermark-key/--watermark-payload mark audio; MIDI files cannot carry "
-                         "the audio watermark")
-    raise InputError("--watermark-key/--watermark-payload: marking while protecting is not in "
-                     "this version yet; protect first, then run `harmonycloak watermark embed` "
-                     "on the protected file")
+                         "the audio watermark; protect MIDI files without these flags")
+    if key_path is None or payload is None:
+        given, missing = (("--watermark-key", "--watermark-payload") if payload is None
+                          else ("--watermark-payload", "--watermark-key"))
+        raise InputError(f"{given} needs {missing}: give both (the key file from `harmonycloak "
+                         "watermark keygen` and 12 hex digits, e.g. 00000001abcd) or neither")
+    from harmonycloak.watermark import load_key, parse_payload
+
+    try:
+        payload = parse_payload(payload)
+    except InputError as error:  # the module names its own flag, --payload
+        raise InputError(str(error).replace("--payload", "--watermark-payload", 1)) from None
+    return load_key(key_path), payload
 
 
 def _run_one(src: Path, dst: Path, kind: str, progress: Any, **kwargs: Any) -> dict[str, Any]:
@@ -159,9 +179,22 @@ def _summary(dst: Path, kind: str, report: dict[str, Any]) -> str:
     losses, mp3 = check["losses"], check["after_codecs"].get("mp3_128k")
     snr = "n/a" if check["snr_db"] is None else f"{check['snr_db']:.1f} dB"
     ratio = "n/a" if not mp3 or mp3["protected_over_clean"] is None else f"{mp3['protected_over_clean']:.3f}"
-    return (f"{dst}: loss {losses['clean']:.4f} clean -> {losses['protected']:.4f} protected; "
+    line = (f"{dst}: loss {losses['clean']:.4f} clean -> {losses['protected']:.4f} protected; "
             f"SNR {snr}, NMR p95 {check['nmr']['p95_db']:.1f} dB; "
             f"protected/clean after MP3 128k {ratio}")
+    mark = report.get("watermark")
+    if mark is not None:
+        line += f"; watermark {mark['payload']}: " + ", ".join(
+            f"{where} {_mark_word(found)}" for where, found in mark["verification"].items())
+    return line
+
+
+def _mark_word(found: dict[str, Any] | None) -> str:
+    if found is None:
+        return "not checked"
+    if found["detected"] and found["payload_matches"]:
+        return f"read back ({found['bit_errors']} bit errors)"
+    return "NOT read back"
 
 
 def protect(
@@ -183,8 +216,12 @@ def protect(
                                      "for audio."),
     preset: str = typer.Option("standard-v1", "--preset", help="light-v1, standard-v1 or strong-v1."),
     seed: int = typer.Option(0, "--seed", help="Same input, preset and seed give the same output."),
-    watermark_key: Path = typer.Option(None, "--watermark-key", help="Watermark key file (audio only)."),
-    watermark_payload: str = typer.Option(None, "--watermark-payload", help="Watermark payload (hex)."),
+    watermark_key: Path = typer.Option(None, "--watermark-key", dir_okay=False,
+                                       help="Watermark key file (`harmonycloak watermark keygen`); "
+                                            "audio only, with --watermark-payload."),
+    watermark_payload: str = typer.Option(None, "--watermark-payload",
+                                          help="Watermark payload: 12 hex digits (32-bit track "
+                                               "id + 16-bit issuer id), with --watermark-key."),
     report: Path = typer.Option(None, "--report", help="Report JSON path (one input only; "
                                 "default: OUT.report.json beside each output).", dir_okay=False),
     force: bool = options.FORCE,
@@ -194,7 +231,8 @@ def protect(
     MIDI: raises the velocities of the dominant notes (and may add quiet notes at the
     dominant pitch) within the masking bounds. Audio: adds noise shaped under the music's
     masking threshold. Either way the model's training loss on the file collapses: it
-    believes there is nothing left to learn.
+    believes there is nothing left to learn. With --watermark-key and --watermark-payload,
+    audio files also carry your keyed watermark, under the same masking budget.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -210,8 +248,7 @@ def protect(
     config = get_preset(preset)
     plan = _plan(inputs, output)
     kinds = {kind for _, _, kind in plan}
-    if watermark_key or watermark_payload:
-        _refuse_watermark(kinds)
+    mark = _watermark(kinds, watermark_key, watermark_payload)
     if report is not None and len(plan) > 1:
         raise InputError("--report names one file; with several inputs each report goes beside its output")
     if model is not None and len(kinds) > 1:
@@ -228,6 +265,7 @@ def protect(
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
         for src, dst, kind in plan:
+            extra = {"watermark": mark} if mark is not None else {}
             result = _run_one(src, dst, kind, progress, config=config, target=choices[kind],
-                              seed=seed, device=device, report_path=report, force=force)
+                              seed=seed, device=device, report_path=report, force=force, **extra)
             out.print(_summary(dst, kind, result), markup=False)
