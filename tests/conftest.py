@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -79,3 +79,14 @@ def best_lag(reference: np.ndarray, test: np.ndarray, max_lag: int = 4096) -> tu
 def lag_of() -> Callable[..., tuple[int, float]]:
     """The :func:`best_lag` helper, as a fixture."""
     return best_lag
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread for a test (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    models on a shared 2-core machine run several times faster without thread hand-offs,
+    and float sums depend on the thread count (same bytes need the same threads)."""
+    from harmonycloak.psychoacoustics._threads import single_thread
+
+    with single_thread():
+        yield

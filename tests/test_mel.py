@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,12 +13,7 @@ from harmonycloak.targets.mel import (MelConfig, MelFrontEnd, hz_to_mel, mel_ban
                                       mel_filterbank, mel_to_hz)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sine(frequency_hz: float, *, sample_rate_hz: int = 16000, seconds: float = 0.5,

@@ -34,12 +34,7 @@ REPORT_KEYS = {"harmonycloak_report", "version", "input", "output", "mode", "tar
 CODEC_KEYS = {"mp3_128k", "mp3_64k", "aac_64k", "opus_64k"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

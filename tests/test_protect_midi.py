@@ -22,12 +22,7 @@ FAST = replace(preset("light-v1"), engine=EngineConfig(outer_rounds=2, outer_ste
                                                        pgd_step=0.05, batch_size=2))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

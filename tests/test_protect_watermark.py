@@ -29,6 +29,7 @@ from harmonycloak.pipeline import (
     protect_audio,
 )
 from harmonycloak.psychoacoustics import masking_threshold
+from harmonycloak.psychoacoustics._threads import single_thread
 from harmonycloak.targets.codec_lm import CodecLMConfig, CodecLMTarget
 from harmonycloak.watermark import WatermarkKey, detect, embed, save_key
 
@@ -41,12 +42,7 @@ CHECK_KEYS = {"detected", "payload_matches", "bit_errors", "closest_bit_errors",
               "threshold_bit_errors", "false_alarm_probability"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -67,20 +63,13 @@ def key(setup) -> WatermarkKey:
 
 
 def run(setup, dst: Path, *, src: Path | None = None, watermark=None, split=WatermarkSplit(), **kwargs):
-    # one thread here too: module fixtures are built before the autouse fixture runs, and
+    # one thread here too: module fixtures are built before the per-test fixture runs, and
     # float sums differ in the last bit between thread counts (same bytes need same threads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _protect(setup, dst, src=src, watermark=watermark, split=split, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _protect(setup, dst: Path, *, src, watermark, split, **kwargs):
-    return protect_audio(src or setup["song"], dst, config=kwargs.pop("config", FAST),
-                         target=AudioTargetChoice("codec-lm", model_dir=str(setup["model"])),
-                         seed=kwargs.pop("seed", 0), watermark=watermark, watermark_split=split, **kwargs)
+    with single_thread():
+        return protect_audio(src or setup["song"], dst, config=kwargs.pop("config", FAST),
+                             target=AudioTargetChoice("codec-lm", model_dir=str(setup["model"])),
+                             seed=kwargs.pop("seed", 0), watermark=watermark,
+                             watermark_split=split, **kwargs)
 
 
 @pytest.fixture(scope="module")

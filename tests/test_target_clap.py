@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +30,7 @@ TINY_TEXT = dict(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attenti
                  intermediate_size=16, max_position_embeddings=40)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_clap_dir(path: Path, *, fusion: bool = False, truncation: str = "rand_trunc",

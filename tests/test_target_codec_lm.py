@@ -30,12 +30,7 @@ from harmonycloak.targets.codec_lm import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chord(seconds: float = 0.25, sample_rate_hz: int = 44100, channels: int = 2, *,

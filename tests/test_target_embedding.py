@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +41,7 @@ PROGRESSIONS = [  # four "pieces": distinct chord sequences (MIDI notes)
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chord_piece(chords: list[tuple[int, ...]], *, rate: int = RATE, seconds_per_chord: float = 1.0,

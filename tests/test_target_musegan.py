@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,7 @@ from harmonycloak.targets.musegan import MuseGANDiscriminator, MuseGANGenerator,
 SHAPE = (5, 4, 48, 84)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny convs on a shared 2-core machine are ~10x faster without thread hand-offs.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pattern(n: int) -> torch.Tensor:

@@ -22,13 +22,7 @@ from harmonycloak.targets.symbolic_lm import (
 BASS, DRUMS, GUITAR, PIANO, STRINGS = range(5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models on a shared machine: one intra-op thread is several times faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def empty(batch: int = 1) -> torch.Tensor:

@@ -166,6 +166,15 @@ def _from_pretrained(cls: Any, path: Path, what: str) -> Any:
     return model.eval()
 
 
+def _save_pretrained(target: Any, directory: str | os.PathLike[str]) -> Path:
+    """``target.model.save_pretrained`` into ``directory`` plus ``target.options()``."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    target.model.save_pretrained(str(path))
+    _write_options(path, target.name, target.options())
+    return path
+
+
 def _read_options(path: Path, target: str) -> dict[str, Any]:
     """Options a previous :meth:`save` wrote beside the checkpoint (empty when none)."""
     file = path / OPTIONS_FILE
@@ -340,11 +349,7 @@ class EncodecTarget:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``save_pretrained`` into ``directory`` plus our options in ``harmonycloak.json``."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
-        _write_options(path, self.name, self.options())
-        return path
+        return _save_pretrained(self, directory)
 
     def options(self) -> dict[str, Any]:
         return {"sample_rate_hz": self.sample_rate_hz, "objective": self.objective,
@@ -537,11 +542,7 @@ class MusicgenTarget:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """``save_pretrained`` into ``directory`` plus our options in ``harmonycloak.json``."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
-        _write_options(path, self.name, self.options())
-        return path
+        return _save_pretrained(self, directory)
 
     def options(self) -> dict[str, Any]:
         return {"sample_rate_hz": self.sample_rate_hz, "stereo": self.stereo,
