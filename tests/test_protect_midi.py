@@ -12,6 +12,7 @@ import torch
 
 from harmonycloak.cli.app import main
 from harmonycloak.config import EngineConfig, preset
+from harmonycloak.errors import InputError
 from harmonycloak.io.midi import load_midi
 from harmonycloak.io.midi_edit import note_cells
 from harmonycloak.perturb.windows import note_slots
@@ -149,3 +150,47 @@ def test_folder_input_mirrors_layout(song, tmp_path, tiny_gan, capsys):
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "album" / "one.mid").exists()
     assert (tmp_path / "out" / "album" / "one.mid.report.json").exists()
+
+
+# ------------------------------------------------------------- pipeline.protect()
+
+
+def test_protect_entry_point_routes_midi_and_counts_steps(tmp_path, song, tiny_gan):
+    from harmonycloak.pipeline import iterations_total, protect
+
+    config = replace(preset("light-v1"), engine=EngineConfig(outer_rounds=2, outer_steps=1,
+                                                             inner_steps=2, batch_size=2))
+    seen = []
+    report = protect(song, tmp_path / "out.mid", mode="whitebox", model_dir=str(tiny_gan),
+                     config=config, device="cpu", on_iteration=seen.append)
+    assert report["target"] == "musegan" and (tmp_path / "out.mid").exists()
+    assert [i["step"] for i in seen] == list(range(1, iterations_total(config) + 1))
+    assert {i["total"] for i in seen} == {4}
+
+
+def test_protect_entry_point_refuses_unknown_kind_mode_and_midi_watermark(tmp_path, song):
+    from harmonycloak.pipeline import protect
+
+    text = tmp_path / "notes.txt"
+    text.write_text("x")
+    with pytest.raises(InputError, match="not a file harmonycloak protects"):
+        protect(text, tmp_path / "o.mid")
+    with pytest.raises(InputError, match="use one of blackbox, whitebox"):
+        protect(song, tmp_path / "o.mid", mode="grey")
+    with pytest.raises(InputError, match="MIDI files cannot carry the audio watermark"):
+        protect(song, tmp_path / "o.mid", watermark=("k", "00"))
+
+
+def test_protect_entry_point_stops_when_the_callback_raises(tmp_path, song, tiny_gan):
+    from harmonycloak.pipeline import protect
+
+    class Stop(Exception):
+        pass
+
+    def stop(info):
+        raise Stop
+
+    with pytest.raises(Stop):
+        protect(song, tmp_path / "out.mid", model_dir=str(tiny_gan), config=preset("light-v1"),
+                device="cpu", on_iteration=stop)
+    assert not (tmp_path / "out.mid").exists() and not list(tmp_path.glob("out.mid*"))

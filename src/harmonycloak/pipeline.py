@@ -28,15 +28,21 @@ __all__ = [
     "MidiAnalysisReport",
     "MidiTrackSummary",
     "SharedDelta",
+    "TargetChoice",
     "VERIFY_CODECS",
     "WATERMARK_ORDERS",
     "WatermarkSplit",
     "analyze",
     "analyze_clip",
     "analyze_roll",
+    "PROTECT_MODES",
     "chunk_batch",
+    "file_kind",
+    "iterations_total",
     "note_name",
+    "protect",
     "protect_audio",
+    "protect_midi",
 ]
 
 # The band where the masking summary is taken: below 50 Hz little is audible anyway and
@@ -1119,3 +1125,81 @@ def _json_number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# ------------------------------------------------------------------- one entry point
+
+PROTECT_MODES = ("blackbox", "whitebox")
+"""``blackbox``: against models the artist does not know (a bag of surrogates, the
+default); ``whitebox``: against one known ``target``."""
+
+
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"midi"``, ``"audio"`` or None, by the file name's suffix."""
+    from harmonycloak.io.audio import SUPPORTED_AUDIO_SUFFIXES
+    from harmonycloak.io.midi import MIDI_SUFFIXES
+
+    suffix = Path(path).suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        return "midi"
+    return "audio" if suffix in SUPPORTED_AUDIO_SUFFIXES else None
+
+
+def iterations_total(config: Any) -> int:
+    """How many inner (PGD) iterations a white-box run of ``config`` reports."""
+    return int(config.engine.outer_rounds * config.engine.inner_steps)
+
+
+def protect(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
+            mode: str = "whitebox", target: str | None = None, model_dir: str | None = None,
+            corpus_dir: str | None = None, config: Any = None, seed: int = 0,
+            device: str = "auto", watermark: tuple[Any, str] | None = None,
+            report_path: str | os.PathLike[str] | None = None, force: bool = False,
+            progress: Callable[[str], None] | None = None,
+            on_iteration: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Protect one MIDI or audio file (routed by ``path``'s suffix); the one function the
+    command line, the web app and batch jobs call.
+
+    ``mode``: one of :data:`PROTECT_MODES`. ``target``: the white-box model's name (None:
+    ``musegan`` for MIDI, ``codec-lm`` for audio); ``model_dir``: its checkpoint, else it
+    is trained once on ``corpus_dir`` (None: ``data/dev-midi`` / ``data/dev-music``) and
+    cached. ``config``: a :class:`~harmonycloak.config.ProtectConfig` (None: the
+    ``standard-v1`` preset). ``watermark``: ``(key, payload_hex)``, audio only.
+    ``on_iteration`` gets the engine's dict with ``step`` (1-based) and ``total`` added,
+    for progress bars; raising from it stops the run before anything is written.
+    Returns the report dict (also written beside the output). Raises
+    :class:`~harmonycloak.errors.InputError` for anything the user can fix.
+    """
+    from harmonycloak.config import preset as get_preset
+    from harmonycloak.config import resolve_device
+
+    kind = file_kind(path)
+    if kind is None:
+        raise InputError(f"{path}: not a file harmonycloak protects; give MIDI (.mid, .midi) or "
+                         "audio (.wav .flac .mp3 .ogg .opus .m4a .aac .mp4)")
+    if mode not in PROTECT_MODES:
+        raise InputError(f"mode {mode!r}: use one of {', '.join(PROTECT_MODES)}")
+    if mode == "blackbox":
+        raise InputError("--mode blackbox is not in this version yet; use --mode whitebox")
+    if kind == "midi" and watermark is not None:
+        raise InputError(f"{path}: MIDI files cannot carry the audio watermark; protect MIDI "
+                         "files without --watermark-key/--watermark-payload")
+    config = config if config is not None else get_preset("standard-v1")
+    total, step = iterations_total(config), 0
+
+    def counted(info: dict[str, Any]) -> None:
+        nonlocal step
+        step += 1
+        if on_iteration is not None:
+            on_iteration({"step": step, "total": total, **info})
+
+    common = {"config": config, "seed": seed, "device": resolve_device(device),
+              "report_path": report_path, "force": force, "progress": progress,
+              "on_iteration": counted}
+    if kind == "midi":
+        choice = TargetChoice(name=target or "musegan", model_dir=model_dir,
+                              corpus_dir=corpus_dir or "data/dev-midi")
+        return protect_midi(path, output, target=choice, **common)
+    audio_choice = AudioTargetChoice(name=target or "codec-lm", model_dir=model_dir,
+                                     corpus_dir=corpus_dir or "data/dev-music")
+    return protect_audio(path, output, target=audio_choice, watermark=watermark, **common)

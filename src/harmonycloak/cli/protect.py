@@ -48,13 +48,9 @@ class TargetName(str, Enum):
 
 def _kind(path: Path) -> str | None:
     """``"midi"``, ``"audio"`` or None, by suffix."""
-    from harmonycloak.io.audio import SUPPORTED_AUDIO_SUFFIXES
-    from harmonycloak.io.midi import MIDI_SUFFIXES
+    from harmonycloak.pipeline import file_kind
 
-    suffix = path.suffix.lower()
-    if suffix in MIDI_SUFFIXES:
-        return "midi"
-    return "audio" if suffix in SUPPORTED_AUDIO_SUFFIXES else None
+    return file_kind(path)
 
 
 def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
