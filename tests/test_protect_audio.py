@@ -30,7 +30,7 @@ FAST = replace(preset("light-v1"), engine=EngineConfig(outer_rounds=2, outer_ste
                                                        batch_size=2))
 REPORT_KEYS = {"harmonycloak_report", "version", "input", "output", "mode", "target", "model",
                "preset", "seed", "watermark", "config", "audio", "losses", "perturbation",
-               "verification", "history", "seconds", "notes"}
+               "verification", "history", "seconds", "notes", "bag"}
 CODEC_KEYS = {"mp3_128k", "mp3_64k", "aac_64k", "opus_64k"}
 
 

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "AnalysisConfig",
     "AudioPerturbConfig",
+    "BlackBoxConfig",
     "Device",
     "EngineConfig",
     "MidiPerturbConfig",
@@ -125,6 +126,50 @@ class AudioPerturbConfig:
 
 
 @dataclass(frozen=True)
+class BlackBoxConfig:
+    """The black-box loop (paper section 4.2, eq. 8–9; the default mode of ``protect``).
+
+    ``rounds`` rounds; each samples ``sample_size`` (Q, the paper's 7) members of the
+    surrogate bag (:mod:`harmonycloak.targets.bag`, 10 members), trains each on x + δ for
+    ``outer_steps`` steps (minibatches of ``batch_size``), then ``meta_train_steps`` PGD
+    iterations on the first Q − 1 members and ``meta_test_steps`` on the held-out one.
+    ``pgd_step``: how far δ moves per iteration (as :class:`EngineConfig`); ``pgd_batch``:
+    examples (audio chunks of ``AudioPerturbConfig.chunk_s``, MIDI phrases) per PGD
+    iteration, drawn at random (None: all), so an iteration costs the same on a long file
+    as on a short one. ``alpha``: None takes each family's own (0.22 GAN / diffusion, 0.30
+    autoregressive / contrastive; a phase uses the mean over its members).
+    """
+
+    rounds: int = 6
+    sample_size: int = 7
+    outer_steps: int = 1
+    meta_train_steps: int = 4
+    meta_test_steps: int = 2
+    pgd_step: float = 0.002
+    batch_size: int = 2
+    pgd_batch: int | None = 1
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        from harmonycloak.errors import InputError
+
+        for name in ("rounds", "sample_size", "batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= (2 if name == "sample_size" else 1)):
+                raise InputError(f"BlackBoxConfig.{name}={value!r}: use a whole number >= "
+                                 f"{2 if name == 'sample_size' else 1}")
+        for name in ("outer_steps", "meta_train_steps", "meta_test_steps"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 0):
+                raise InputError(f"BlackBoxConfig.{name}={value!r}: use a whole number >= 0")
+        if self.pgd_batch is not None and not (isinstance(self.pgd_batch, int) and self.pgd_batch >= 1):
+            raise InputError(f"BlackBoxConfig.pgd_batch={self.pgd_batch!r}: use a whole number "
+                             ">= 1, or None for every example at each iteration")
+        if not (math.isfinite(self.pgd_step) and self.pgd_step > 0):
+            raise InputError(f"BlackBoxConfig.pgd_step={self.pgd_step!r}: use a positive number")
+
+
+@dataclass(frozen=True)
 class ProtectConfig:
     """Everything that decides the protected output (besides input, model and seed)."""
 
@@ -132,14 +177,16 @@ class ProtectConfig:
     engine: EngineConfig
     midi: MidiPerturbConfig
     audio: AudioPerturbConfig = AudioPerturbConfig()
+    blackbox: BlackBoxConfig = BlackBoxConfig()
 
 
 PRESETS: dict[str, ProtectConfig] = {
     "light-v1": ProtectConfig("light-v1", EngineConfig(outer_rounds=3, inner_steps=10),
-                              MidiPerturbConfig()),
+                              MidiPerturbConfig(), blackbox=BlackBoxConfig(rounds=3)),
     "standard-v1": ProtectConfig("standard-v1", EngineConfig(), MidiPerturbConfig()),
     "strong-v1": ProtectConfig("strong-v1", EngineConfig(outer_rounds=10, pgd_step=0.002),
-                               MidiPerturbConfig(window_ms=5.0)),
+                               MidiPerturbConfig(window_ms=5.0),
+                               blackbox=BlackBoxConfig(rounds=12, meta_train_steps=6)),
 }
 
 

@@ -24,6 +24,8 @@ from harmonycloak.errors import InputError
 __all__ = [
     "AnalysisReport",
     "AudioTargetChoice",
+    "BagPanel",
+    "BlackBoxChoice",
     "MaskingSummary",
     "MidiAnalysisReport",
     "MidiTrackSummary",
@@ -35,6 +37,7 @@ __all__ = [
     "analyze",
     "analyze_clip",
     "analyze_roll",
+    "blackbox_iterations",
     "PROTECT_MODES",
     "chunk_batch",
     "file_kind",
@@ -441,8 +444,9 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
                  device: str = "cpu", report_path: str | os.PathLike[str] | None = None,
                  force: bool = False, progress: Callable[[str], None] | None = None,
                  on_iteration: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """White-box protection of one MIDI file against ``target``; writes the protected
-    MIDI and its report (both atomically) and returns the report dict."""
+    """Protection of one MIDI file against ``target`` (a :class:`TargetChoice`: white-box;
+    a :class:`BlackBoxChoice`: the MIDI surrogate bag); writes the protected MIDI and its
+    report (both atomically) and returns the report dict."""
     import time
 
     import torch
@@ -451,12 +455,10 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
     from harmonycloak.io.files import atomic_write, sha256_file
     from harmonycloak.io.midi import load_midi
     from harmonycloak.io.midi_edit import edit_midi
-    from harmonycloak.perturb.optimize import EngineSettings, min_min, track_weights
+    from harmonycloak.perturb.optimize import track_weights
     from harmonycloak.perturb.parametrize import MidiVelocityPerturbation
-    from harmonycloak.perturb.phrases import phrases_tensor
     from harmonycloak.perturb.windows import note_slots
     from harmonycloak.rights import REPORT_FORMAT_VERSION, default_report_path
-    from harmonycloak.targets.registry import DEFAULT_ALPHA
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
@@ -470,23 +472,15 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
         raise InputError(f"{path}: no note is loud enough to hide a perturbation under "
                          f"(all below velocity {round(config.midi.min_velocity * 127)}); nothing to protect")
     torch.manual_seed(seed)
-    model, model_source = _load_white_box_target(target, seed=seed, device=device, say=say)
     x = torch.from_numpy(roll.velocities).to(device)
     perturbation = MidiVelocityPerturbation(slots, tuple(x.shape), device=device,
                                             initial_fraction=config.midi.initial_fraction)
     weights = track_weights(x)
-    engine = config.engine
-    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
-                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
-                              alpha=engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name],
-                              batch_size=engine.batch_size)
-    losses_before = _loss_pair(model, x, perturbation, perturbation.init_params())
-    say("optimizing")
-    result = min_min(x, perturbation, model, to_model=phrases_tensor,
-                     regularizer=lambda p: (weights * perturbation.track_rms(p, x.shape[0])).sum(),
-                     settings=settings, generator=torch.Generator().manual_seed(seed),
-                     on_iteration=on_iteration)
-    losses_after = _loss_pair(model, x, perturbation, result.params)
+    craft = _craft_midi_blackbox if isinstance(target, BlackBoxChoice) else _craft_midi_whitebox
+    crafted = craft(target, x, perturbation,
+                    regularizer=lambda p: (weights * perturbation.track_rms(p, x.shape[0])).sum(),
+                    config=config, seed=seed, device=device, say=say, on_iteration=on_iteration)
+    result = crafted.result
     slot_delta = perturbation.slot_delta(result.params).detach().cpu().numpy().astype(np.float64)
     changes, added = _midi_edits(roll, slots, slot_delta)
     say("writing")
@@ -496,12 +490,13 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
         "version": __version__,
         "input": {"path": str(path), "sha256": sha256_file(path)},
         "output": {"path": str(out), "sha256": sha256_file(out)},
-        "mode": "whitebox", "target": target.name, "model": model_source,
+        "mode": crafted.mode, "target": crafted.name, "model": crafted.source,
         "preset": config.preset, "seed": seed, "watermark": None,
         "config": config_dict(config),
-        "losses": {"before": losses_before, "after": losses_after,
-                   "protected_over_clean_after": _ratio(losses_after)},
+        "losses": {"before": crafted.losses_before, "after": crafted.losses_after,
+                   "protected_over_clean_after": _ratio(crafted.losses_after)},
         "perturbation": _perturbation_summary(slots, slot_delta, changes, added),
+        "bag": crafted.bag,
         "history": result.history,
         "seconds": round(time.perf_counter() - start, 3),
         "notes": list(roll.warnings),
@@ -509,6 +504,65 @@ def protect_midi(path: str | os.PathLike[str], output: str | os.PathLike[str], *
     atomic_write(report_file, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"),
                  force=force)
     return report
+
+
+def _craft_midi_whitebox(target: TargetChoice, x: Any, perturbation: Any, *,
+                         regularizer: Callable[[Any], Any], config: Any, seed: int, device: str,
+                         say: Callable[[str], None],
+                         on_iteration: Callable[[dict[str, Any]], None] | None) -> _Crafted:
+    import torch
+
+    from harmonycloak.perturb.optimize import EngineSettings, min_min
+    from harmonycloak.perturb.phrases import phrases_tensor
+    from harmonycloak.targets.registry import DEFAULT_ALPHA
+
+    model, source = _load_white_box_target(target, seed=seed, device=device, say=say)
+    engine = config.engine
+    alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
+    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
+                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
+                              alpha=alpha, batch_size=engine.batch_size)
+    before = _loss_pair(model, x, perturbation, perturbation.init_params())
+    say("optimizing")
+    result = min_min(x, perturbation, model, to_model=phrases_tensor, regularizer=regularizer,
+                     settings=settings, generator=torch.Generator().manual_seed(seed),
+                     on_iteration=on_iteration)
+    after = _loss_pair(model, x, perturbation, result.params)
+    return _Crafted(result, model, "whitebox", target.name, source, alpha, settings.batch_size,
+                    None, before, after)
+
+
+def _craft_midi_blackbox(choice: Any, x: Any, perturbation: Any, *,
+                         regularizer: Callable[[Any], Any], config: Any, seed: int, device: str,
+                         say: Callable[[str], None],
+                         on_iteration: Callable[[dict[str, Any]], None] | None) -> _Crafted:
+    import torch
+
+    from harmonycloak.perturb.optimize import meta_min_min
+    from harmonycloak.perturb.phrases import phrases_tensor
+    from harmonycloak.targets.bag import BAG_ALPHA, MIDI_BAG, build_bag
+
+    say("building the surrogate bag")
+    specs = choice.specs or MIDI_BAG
+    bag = build_bag(specs, seed=seed, device=device)
+    alphas = [config.blackbox.alpha if config.blackbox.alpha is not None else BAG_ALPHA[s.family]
+              for s in specs]
+    settings = _meta_settings(config, config.blackbox.batch_size)
+    say("optimizing against the surrogate bag")
+    result = meta_min_min(x, perturbation, bag, to_model=phrases_tensor, regularizer=regularizer,
+                          alphas=alphas, settings=settings,
+                          generator=torch.Generator().manual_seed(seed), on_iteration=on_iteration)
+    trained = {i for row in result.history for i in row["members"]}
+    ids = _panel_ids(specs, trained)
+    panel = BagPanel([bag[i] for i in ids], [specs[i].label for i in ids], lambda y: y,
+                     phrases_tensor(x))
+    before = _loss_pair(panel, x, perturbation, perturbation.init_params())
+    after = _loss_pair(panel, x, perturbation, result.params)
+    with torch.no_grad():
+        protected = phrases_tensor(perturbation.apply(x, result.params))
+    bag_report = _bag_report(choice, specs, panel, ids, result, protected)
+    return _Crafted(result, panel, "blackbox", choice.name, [s.label for s in specs],
+                    sum(alphas) / len(alphas), settings.batch_size, None, before, after, bag_report)
 
 
 def _refuse_existing(paths: list[Path], *, force: bool) -> None:
@@ -699,7 +753,7 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     device = resolve_device(device)
-    if target.name not in AUDIO_TARGET_NAMES:
+    if not isinstance(target, BlackBoxChoice) and target.name not in AUDIO_TARGET_NAMES:
         raise InputError(f"--target {target.name}: protects MIDI files; for audio use one of "
                          f"{', '.join(AUDIO_TARGET_NAMES)}")
     out, report_file = Path(output), Path(report_path) if report_path else default_report_path(output)
@@ -727,8 +781,6 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     if not bool(budget.active.any()):
         raise InputError(f"{path}: no sound loud enough to hide a perturbation under (silence, "
                          "or too quiet to mask anything); nothing to protect")
-    model, model_source = _load_audio_target(target, sample_rate_hz=clip.sample_rate_hz,
-                                             seed=seed, device=device, say=say)
     x = clean.to(device)
     chunk_samples = max(1, round(config.audio.chunk_s * clip.sample_rate_hz))
 
@@ -736,21 +788,11 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         return chunk_batch(y, chunk_samples=chunk_samples)
 
     to_model = to_clips if channel is None else (lambda y: to_clips(channel(y[None])[0]))
-    chunks = to_clips(x)
-    if hasattr(model, "set_reference"):  # clap-shift: the clean embedding to move away from
-        model.set_reference(chunks)
-    engine = config.engine
-    alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
-    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
-                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
-                              alpha=alpha, batch_size=min(engine.batch_size, chunks.shape[0]))
-    losses_before = _audio_loss_pair(model, to_clips, x, perturbation, perturbation.init_params())
-    say("optimizing")
-    shared = SharedDelta(perturbation)
-    result = min_min(x, shared, model, to_model=to_model, regularizer=shared.regularizer,
-                     settings=settings, generator=torch.Generator().manual_seed(seed),
-                     on_iteration=on_iteration)
-    losses_after = _audio_loss_pair(model, to_clips, x, perturbation, result.params)
+    craft = _craft_audio_blackbox if isinstance(target, BlackBoxChoice) else _craft_audio_whitebox
+    crafted = craft(target, x, perturbation, to_clips=to_clips, to_model=to_model, config=config,
+                    sample_rate_hz=clip.sample_rate_hz, seed=seed, device=device, say=say,
+                    on_iteration=on_iteration)
+    model, result = crafted.model, crafted.result
     with torch.no_grad():
         protected = perturbation.apply(x, result.params).cpu().numpy().astype(np.float32)
     if mark is not None and watermark_split.order == "cloak-first":
@@ -764,7 +806,7 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         masking = masking_threshold(torch.from_numpy(clip.samples), clip.sample_rate_hz)
     verification, notes, marks = _verify_audio(out, clip, model, to_clips, masking, device=device,
                                                mark=mark)
-    if target.name == "clap-shift":
+    if crafted.name == "clap-shift":
         notes.append("clap-shift: the losses are cosine similarities to the clean clip's "
                      "embedding (1 = no shift; seed 003 aims below 0.3)")
     report = {
@@ -772,20 +814,22 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
         "version": __version__,
         "input": {"path": str(path), "sha256": sha256_file(path)},
         "output": {"path": str(out), "sha256": sha256_file(out)},
-        "mode": "whitebox", "target": target.name, "model": model_source,
+        "mode": crafted.mode, "target": crafted.name, "model": crafted.source,
         "preset": config.preset, "seed": seed,
         "watermark": None if mark is None else _watermark_report(mark, watermark_split, budget, marks,
                                                                  notes),
         "config": config_dict(config),
         "audio": {"sample_rate_hz": clip.sample_rate_hz, "channels": clip.channels,
                   "duration_s": round(clip.duration_s, 4)},
-        "losses": {"before": losses_before, "after": losses_after,
-                   "protected_over_clean_after": _ratio(losses_after)},
+        "losses": {"before": crafted.losses_before, "after": crafted.losses_after,
+                   "protected_over_clean_after": _ratio(crafted.losses_after)},
         "perturbation": {"mode": config.audio.mode, "margin_db": budget.margin_db,
                          "active_share": round(float(budget.active.float().mean()), 6),
-                         "chunks": int(chunks.shape[0]), "chunk_samples": int(chunks.shape[-1]),
-                         "alpha": settings.alpha, "outer_batch_size": settings.batch_size,
-                         "model_parameters": model.num_parameters()},
+                         "chunks": int(to_clips(x).shape[0]),
+                         "chunk_samples": int(to_clips(x).shape[-1]),
+                         "alpha": crafted.alpha, "outer_batch_size": crafted.batch_size,
+                         "model_parameters": crafted.parameters},
+        "bag": crafted.bag,
         "verification": verification,
         "history": [{k: _json_number(v) for k, v in row.items()} for row in result.history],
         "seconds": round(time.perf_counter() - start, 3),
@@ -794,6 +838,179 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     atomic_write(report_file, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"),
                  force=force)
     return report
+
+
+@dataclass(frozen=True)
+class BlackBoxChoice:
+    """Protect against models nobody named (paper section 4.2): the file's domain's bag of
+    random-init surrogates (:mod:`harmonycloak.targets.bag`), crafted by meta-learning
+    (:func:`~harmonycloak.perturb.optimize.meta_min_min`) with ``config.blackbox``.
+    ``specs``: another bag (a tuple of :class:`~harmonycloak.targets.bag.SurrogateSpec`;
+    tests use tiny ones); None takes :data:`~harmonycloak.targets.bag.AUDIO_BAG` or
+    :data:`~harmonycloak.targets.bag.MIDI_BAG`."""
+
+    name: str = "bag-v1"
+    specs: tuple[Any, ...] | None = None
+
+
+@dataclass
+class _Crafted:
+    """What crafting hands the rest of ``protect``: the optimized parameters and history
+    (``result``), the model the report measures with, and the report's fields."""
+
+    result: Any
+    model: Any
+    mode: str
+    name: str
+    source: Any
+    alpha: float
+    batch_size: int
+    parameters: Any
+    losses_before: dict[str, float]
+    losses_after: dict[str, float]
+    bag: dict[str, Any] | None = None
+
+
+def _craft_audio_whitebox(target: AudioTargetChoice, x: Any, perturbation: Any, *,
+                          to_clips: Callable[[Any], Any], to_model: Callable[[Any], Any],
+                          config: Any, sample_rate_hz: int, seed: int, device: str,
+                          say: Callable[[str], None],
+                          on_iteration: Callable[[dict[str, Any]], None] | None) -> _Crafted:
+    import torch
+
+    from harmonycloak.perturb.optimize import EngineSettings, min_min
+    from harmonycloak.targets.audio_registry import DEFAULT_ALPHA
+
+    model, source = _load_audio_target(target, sample_rate_hz=sample_rate_hz, seed=seed,
+                                       device=device, say=say)
+    chunks = to_clips(x)
+    if hasattr(model, "set_reference"):  # clap-shift: the clean embedding to move away from
+        model.set_reference(chunks)
+    engine = config.engine
+    alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
+    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
+                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
+                              alpha=alpha, batch_size=min(engine.batch_size, chunks.shape[0]))
+    before = _audio_loss_pair(model, to_clips, x, perturbation, perturbation.init_params())
+    say("optimizing")
+    shared = SharedDelta(perturbation)
+    result = min_min(x, shared, model, to_model=to_model, regularizer=shared.regularizer,
+                     settings=settings, generator=torch.Generator().manual_seed(seed),
+                     on_iteration=on_iteration)
+    after = _audio_loss_pair(model, to_clips, x, perturbation, result.params)
+    return _Crafted(result, model, "whitebox", target.name, source, alpha, settings.batch_size,
+                    model.num_parameters(), before, after)
+
+
+class BagPanel:
+    """The black-box report's measuring model: the mean over ``members`` (bag surrogates
+    after crafting) of each one's loss in units of its loss on the clean clip, so a clean
+    file reads 1 and the protected/clean ratio is the members' mean ratio.
+
+    ``example_losses(x)`` takes the file's chunks ``[chunks, channels, samples]`` at the
+    file's rate; ``to_model`` maps them to the members' input (resampling for audio).
+    """
+
+    def __init__(self, members: list[Any], labels: list[str], to_model: Callable[[Any], Any],
+                 clean: Any) -> None:
+        import torch
+
+        self.members, self.labels, self.to_model = members, labels, to_model
+        with torch.no_grad():
+            data = to_model(clean)
+            self.scales = [max(float(m.example_losses(data).mean()), 1e-9) for m in members]
+
+    def member_losses(self, x: Any) -> list[float]:
+        """Each member's mean loss on ``x`` in units of its clean loss."""
+        import torch
+
+        with torch.no_grad():
+            data = self.to_model(x)
+            return [float(m.example_losses(data).mean()) / s for m, s in zip(self.members, self.scales)]
+
+    def example_losses(self, x: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            data = self.to_model(x)
+            per = [m.example_losses(data) / s for m, s in zip(self.members, self.scales)]
+            return torch.stack(per).mean(dim=0)
+
+
+def _panel_ids(specs: tuple[Any, ...], trained: set[int]) -> list[int]:
+    """One trained member per family (the first in the bag): who measures the report."""
+    chosen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if i in trained and spec.family not in chosen:
+            chosen[spec.family] = i
+    return sorted(chosen.values())
+
+
+def _meta_settings(config: Any, examples: int) -> Any:
+    from harmonycloak.perturb.optimize import MetaSettings
+
+    bb = config.blackbox
+    return MetaSettings(rounds=bb.rounds, sample_size=bb.sample_size, outer_steps=bb.outer_steps,
+                        meta_train_steps=bb.meta_train_steps, meta_test_steps=bb.meta_test_steps,
+                        pgd_step=bb.pgd_step, batch_size=min(bb.batch_size, examples),
+                        pgd_batch=bb.pgd_batch)
+
+
+def _bag_report(choice: BlackBoxChoice, specs: tuple[Any, ...], panel: BagPanel, ids: list[int],
+                result: Any, protected: Any) -> dict[str, Any]:
+    from harmonycloak.targets.bag import describe_bag
+
+    ratios = panel.member_losses(protected)
+    return {"name": choice.name, "members": describe_bag(specs),
+            "sample_size": None if not result.history else len(result.history[0]["members"]),
+            "panel": [{"member": i, "label": specs[i].label,
+                       "protected_over_clean": round(r, 6)} for i, r in zip(ids, ratios)]}
+
+
+def blackbox_iterations(config: Any) -> int:
+    """How many PGD iterations (both phases) a black-box run of ``config`` reports."""
+    bb = config.blackbox
+    return int(bb.rounds * (bb.meta_train_steps + bb.meta_test_steps))
+
+
+def _craft_audio_blackbox(choice: BlackBoxChoice, x: Any, perturbation: Any, *,
+                          to_clips: Callable[[Any], Any], to_model: Callable[[Any], Any],
+                          config: Any, sample_rate_hz: int, seed: int, device: str,
+                          say: Callable[[str], None],
+                          on_iteration: Callable[[dict[str, Any]], None] | None) -> _Crafted:
+    import torch
+
+    from harmonycloak.perturb.dsp import resample
+    from harmonycloak.perturb.optimize import meta_min_min
+    from harmonycloak.targets.bag import AUDIO_BAG, AUDIO_MODEL_RATE_HZ, BAG_ALPHA, build_bag
+
+    def at_model_rate(chunks: Any) -> Any:
+        return resample(chunks, sample_rate_hz, AUDIO_MODEL_RATE_HZ)
+
+    say("building the surrogate bag")
+    specs = choice.specs or AUDIO_BAG
+    bag = build_bag(specs, seed=seed, device=device)
+    alphas = [config.blackbox.alpha if config.blackbox.alpha is not None else BAG_ALPHA[s.family]
+              for s in specs]
+    settings = _meta_settings(config, to_clips(x).shape[0])
+    say("optimizing against the surrogate bag")
+    shared = SharedDelta(perturbation)
+    result = meta_min_min(x, shared, bag, to_model=lambda y: at_model_rate(to_model(y)),
+                          regularizer=shared.regularizer, alphas=alphas, settings=settings,
+                          generator=torch.Generator().manual_seed(seed), on_iteration=on_iteration)
+    trained = {i for row in result.history for i in row["members"]}
+    ids = _panel_ids(specs, trained)
+    panel = BagPanel([bag[i] for i in ids], [specs[i].label for i in ids],
+                     lambda y: at_model_rate(y), to_clips(x))
+    before = _audio_loss_pair(panel, to_clips, x, perturbation, perturbation.init_params())
+    after = _audio_loss_pair(panel, to_clips, x, perturbation, result.params)
+    with torch.no_grad():
+        protected = to_clips(perturbation.apply(x, result.params))
+    bag_report = _bag_report(choice, specs, panel, ids, result, protected)
+    alpha = sum(alphas) / len(alphas)
+    parameters = {s.label: bag[i].num_parameters() for i, s in enumerate(specs)}
+    return _Crafted(result, panel, "blackbox", choice.name, [s.label for s in specs], alpha,
+                    settings.batch_size, parameters, before, after, bag_report)
 
 
 def chunk_batch(y: Any, *, chunk_samples: int) -> Any:
@@ -1146,7 +1363,8 @@ def file_kind(path: str | os.PathLike[str]) -> str | None:
 
 
 def iterations_total(config: Any) -> int:
-    """How many inner (PGD) iterations a white-box run of ``config`` reports."""
+    """How many inner (PGD) iterations a white-box run of ``config`` reports
+    (:func:`blackbox_iterations` for black-box)."""
     return int(config.engine.outer_rounds * config.engine.inner_steps)
 
 
@@ -1179,13 +1397,15 @@ def protect(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
                          "audio (.wav .flac .mp3 .ogg .opus .m4a .aac .mp4)")
     if mode not in PROTECT_MODES:
         raise InputError(f"mode {mode!r}: use one of {', '.join(PROTECT_MODES)}")
-    if mode == "blackbox":
-        raise InputError("--mode blackbox is not in this version yet; use --mode whitebox")
+    if mode == "blackbox" and (target is not None or model_dir is not None):
+        raise InputError("--target and --model name a known model: they go with --mode whitebox; "
+                         "--mode blackbox (the default) protects against models nobody named")
     if kind == "midi" and watermark is not None:
         raise InputError(f"{path}: MIDI files cannot carry the audio watermark; protect MIDI "
                          "files without --watermark-key/--watermark-payload")
     config = config if config is not None else get_preset("standard-v1")
-    total, step = iterations_total(config), 0
+    total = blackbox_iterations(config) if mode == "blackbox" else iterations_total(config)
+    step = 0
 
     def counted(info: dict[str, Any]) -> None:
         nonlocal step
@@ -1197,9 +1417,9 @@ def protect(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
               "report_path": report_path, "force": force, "progress": progress,
               "on_iteration": counted}
     if kind == "midi":
-        choice = TargetChoice(name=target or "musegan", model_dir=model_dir,
-                              corpus_dir=corpus_dir or "data/dev-midi")
+        choice: Any = BlackBoxChoice() if mode == "blackbox" else TargetChoice(
+            name=target or "musegan", model_dir=model_dir, corpus_dir=corpus_dir or "data/dev-midi")
         return protect_midi(path, output, target=choice, **common)
-    audio_choice = AudioTargetChoice(name=target or "codec-lm", model_dir=model_dir,
-                                     corpus_dir=corpus_dir or "data/dev-music")
-    return protect_audio(path, output, target=audio_choice, watermark=watermark, **common)
+    choice = BlackBoxChoice() if mode == "blackbox" else AudioTargetChoice(
+        name=target or "codec-lm", model_dir=model_dir, corpus_dir=corpus_dir or "data/dev-music")
+    return protect_audio(path, output, target=choice, watermark=watermark, **common)

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from harmonycloak.perturb.protocols import Target
 
-__all__ = ["EngineSettings", "MinMinResult", "Perturbation", "min_min", "track_weights"]
+__all__ = ["EngineSettings", "MetaSettings", "MinMinResult", "Perturbation", "meta_min_min", "min_min",
+           "track_weights"]
 
 _MAX_PARAM_STEP = 2.0
 _PARAM_LIMIT = 12.0
@@ -126,6 +127,142 @@ def min_min(x: Tensor, perturbation: Perturbation, target: Target, *,
                 on_iteration({"round": round_index, "iteration": iteration, **values})
         result.history.append({"round": round_index, "train_loss": train_loss,
                                "objective": values["loss"], "generative": values["generative"]})
+    result.params = params.detach()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+# ------------------------------------------------------------- black-box: meta-learning
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """The black-box loop's knobs (paper section 4.2; :class:`harmonycloak.config.BlackBoxConfig`
+    is the user side).
+
+    Each of ``rounds`` rounds samples ``sample_size`` (Q) members of the bag; every sampled
+    member takes ``outer_steps`` training steps on x + δ (minibatches of ``batch_size``);
+    then ``meta_train_steps`` PGD iterations on the mean of the first Q − 1 members'
+    normalized losses (eq. 8–9) and ``meta_test_steps`` on the held-out Q-th member's.
+    ``pgd_batch``: examples (chunks, phrases) per PGD iteration, drawn at random (None:
+    all of them); the long files' iterations then cost the same as a short file's.
+    """
+
+    rounds: int
+    sample_size: int
+    outer_steps: int
+    meta_train_steps: int
+    meta_test_steps: int
+    pgd_step: float
+    batch_size: int
+    pgd_batch: int | None = None
+
+
+def _normalizers(data: Tensor, members: list[Any]) -> list[float]:
+    """Each member's mean loss on the current x + δ: the unit its loss is counted in."""
+    with torch.no_grad():
+        return [max(float(m.example_losses(data).mean()), 1e-6) for m in members]
+
+
+def _pgd_subset(count: int, size: int | None, generator: torch.Generator) -> Tensor | None:
+    if size is None or size >= count:
+        return None
+    return torch.randperm(count, generator=generator)[:size]
+
+
+def _meta_phase(x: Tensor, params: Tensor, perturbation: Perturbation, members: list[Any],
+                scales: list[float], *, weight: float, steps: int, to_model: Callable[[Tensor], Tensor],
+                regularizer: Callable[[Tensor], Tensor], alpha: float, settings: MetaSettings,
+                generator: torch.Generator, report: Callable[[float, float], None]) -> Tensor:
+    """``steps`` PGD iterations on ``weight · Σ_q L_q(x + δ) / scale_q + α · R(δ)``."""
+    for _ in range(steps):
+        data = to_model(perturbation.apply(x, params))
+        subset = _pgd_subset(data.shape[0], settings.pgd_batch, generator)
+        if subset is not None:
+            data = data[subset.to(data.device)]
+        generative = weight * sum(m.loss(data) / s for m, s in zip(members, scales))
+        loss = generative + alpha * regularizer(params)
+        (grad,) = torch.autograd.grad(loss, params)
+        params = _pgd_step(params, grad, perturbation, settings.pgd_step)
+        report(float(loss.detach()), float(generative.detach()))
+    return params
+
+
+def _train_members(x: Tensor, params: Tensor, perturbation: Perturbation, members: list[Any],
+                   to_model: Callable[[Tensor], Tensor], settings: MetaSettings,
+                   generator: torch.Generator) -> tuple[Tensor, float]:
+    with torch.no_grad():
+        data = to_model(perturbation.apply(x, params))
+    losses = []
+    for member in members:
+        for _ in range(settings.outer_steps):
+            index = torch.randint(data.shape[0], (settings.batch_size,), generator=generator)
+            losses.append(member.train_step(data[index.to(data.device)]))
+    return data, float(sum(losses) / len(losses)) if losses else float("nan")
+
+
+def meta_min_min(x: Tensor, perturbation: Perturbation, bag: list[Any], *,
+                 to_model: Callable[[Tensor], Tensor], regularizer: Callable[[Tensor], Tensor],
+                 alphas: list[float], settings: MetaSettings, generator: torch.Generator,
+                 on_iteration: Callable[[dict[str, Any]], None] | None = None) -> MinMinResult:
+    """Black-box crafting by meta-learning over a bag of surrogates (paper eq. 8–9).
+
+    Every round draws Q = ``settings.sample_size`` members of ``bag`` (random order from
+    ``generator``). All Q take their outer training steps on x + δ (they learn from the
+    protected music, as the unknown model will). **Meta-training**: PGD on
+    ``(1/Q) Σ_{q<Q} L_q(x + δ) / c_q + α R(δ)`` — eq. 9's average of the first Q − 1
+    members' gradients, each loss counted in units of its own current value ``c_q`` so
+    that a family whose loss happens to be larger (nats per token against a denoising MSE)
+    does not decide the sign of every step alone. **Meta-testing**: PGD on the held-out
+    Q-th member's ``L_Q(x + δ) / c_Q + α R(δ)``. The paper calls this term a divergence
+    between the model's output distribution and the music's; ours is that divergence
+    read for each family: KL(data ‖ model) of the next-token distributions for an LM (its
+    NLL less the data's entropy, a constant), of the Gaussian noise predictions for a
+    diffusion model (its MSE up to scale), of the positive-pair distribution for a
+    contrastive encoder (its NT-Xent), of the "real" label for a GAN's discriminator.
+    ``alphas``: α per bag member; a phase uses the mean over its members.
+
+    ``on_iteration`` receives ``{"round", "iteration", "phase" ("meta-train" or
+    "meta-test"), "held_out" (the Q-th member's index), "loss", "generative"}`` after each
+    PGD iteration. Returns the parameters, per-round history (members, losses) and time.
+    """
+    if len(bag) < 2:
+        raise ValueError("meta_min_min needs a bag of at least two members")
+    start = time.perf_counter()
+    q = max(2, min(settings.sample_size, len(bag)))
+    params = perturbation.init_params()
+    result = MinMinResult(params=params)
+    for round_index in range(settings.rounds):
+        order = torch.randperm(len(bag), generator=generator)[:q].tolist()
+        train_ids, test_id = order[:-1], order[-1]
+        data, train_loss = _train_members(x, params, perturbation, [bag[i] for i in order],
+                                          to_model, settings, generator)
+        scales = _normalizers(data, [bag[i] for i in order])
+        counter = {"i": 0}
+        last: dict[str, float] = {}
+
+        def report(phase: str) -> Callable[[float, float], None]:
+            def emit(loss: float, generative: float) -> None:
+                last[phase] = generative
+                if on_iteration is not None:
+                    on_iteration({"round": round_index, "iteration": counter["i"], "phase": phase,
+                                  "held_out": test_id, "loss": loss, "generative": generative})
+                counter["i"] += 1
+            return emit
+
+        common = {"to_model": to_model, "regularizer": regularizer, "settings": settings,
+                  "generator": generator}
+        params = _meta_phase(x, params, perturbation, [bag[i] for i in train_ids], scales[:-1],
+                             weight=1.0 / q, steps=settings.meta_train_steps,
+                             alpha=sum(alphas[i] for i in train_ids) / len(train_ids),
+                             report=report("meta-train"), **common)
+        params = _meta_phase(x, params, perturbation, [bag[test_id]], scales[-1:], weight=1.0,
+                             steps=settings.meta_test_steps, alpha=alphas[test_id],
+                             report=report("meta-test"), **common)
+        result.history.append({"round": round_index, "members": order, "held_out": test_id,
+                               "train_loss": train_loss,
+                               "meta_train": last.get("meta-train", float("nan")),
+                               "meta_test": last.get("meta-test", float("nan"))})
     result.params = params.detach()
     result.seconds = time.perf_counter() - start
     return result
