@@ -24,4 +24,13 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "Installing harmonycloak and test tools ..."
 "${pip[@]}" -e ".[dev]"
+# The web app's browser tests drive Debian's Chromium (Playwright never downloads one).
+# On CI machines (CI=true, root, apt) install it; elsewhere those tests skip with a note.
+if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null \
+        && [ "$(id -u)" -eq 0 ]; then
+    echo "Installing Chromium for the browser tests ..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium fonts-dejavu-core >/dev/null
+fi
 echo "Ready: .venv/bin/harmonycloak --help"

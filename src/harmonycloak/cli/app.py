@@ -20,6 +20,7 @@ from harmonycloak.cli import audit as audit_cmd
 from harmonycloak.cli import catalog as catalog_cmd
 from harmonycloak.cli import protect as protect_cmd
 from harmonycloak.cli import rights as rights_cmd
+from harmonycloak.cli import serve as serve_cmd
 from harmonycloak.cli.options import State
 from harmonycloak.config import Device
 from harmonycloak.errors import HarmonyCloakError
@@ -58,6 +59,7 @@ app.add_typer(rights_cmd.app, name="rights")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.command("audit")(audit_cmd.audit)
 app.command("protect")(protect_cmd.protect)
+app.command("serve")(serve_cmd.serve)
 
 
 def _say(message: str) -> None:
