@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0):
     from harmonycloak.perturb.optimize import MetaSettings, meta_min_min
     from harmonycloak.pipeline import SharedDelta
     from harmonycloak.psychoacoustics.nmr import nmr_summary, noise_to_mask_ratio
-    from harmonycloak.targets.bag import AUDIO_BAG, AUDIO_MODEL_RATE_HZ, BAG_ALPHA, build_bag
+    from harmonycloak.targets.bag import AUDIO_BAG, AUDIO_MODEL_RATE_HZ, bag_alphas, build_bag
 
     bb = preset(preset_name).blackbox
     n = protected.shape[-1]
@@ -60,14 +61,13 @@ def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0):
     def to_model(y: torch.Tensor) -> torch.Tensor:
         return resample(torch.stack(torch.split(y, n, dim=1)), SAMPLE_RATE_HZ, AUDIO_MODEL_RATE_HZ)
 
-    settings = MetaSettings(rounds=bb.rounds, sample_size=bb.sample_size, outer_steps=bb.outer_steps,
-                            meta_train_steps=bb.meta_train_steps, meta_test_steps=bb.meta_test_steps,
-                            pgd_step=bb.pgd_step, batch_size=min(8, len(protected)),
-                            pgd_batch=bb.pgd_batch and max(bb.pgd_batch, len(protected) // 3))
+    settings = replace(MetaSettings.from_config(bb, examples=min(8, len(protected))),
+                       batch_size=min(8, len(protected)),
+                       pgd_batch=bb.pgd_batch and max(bb.pgd_batch, len(protected) // 3))
     t0 = time.perf_counter()
     result = meta_min_min(long, shared, build_bag(AUDIO_BAG, seed=seed), to_model=to_model,
                           regularizer=shared.regularizer,
-                          alphas=[BAG_ALPHA[s.family] for s in AUDIO_BAG], settings=settings,
+                          alphas=bag_alphas(AUDIO_BAG), settings=settings,
                           generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         cloaked_long = perturbation.apply(long, result.params)

@@ -519,9 +519,7 @@ def _craft_midi_whitebox(target: TargetChoice, x: Any, perturbation: Any, *,
     model, source = _load_white_box_target(target, seed=seed, device=device, say=say)
     engine = config.engine
     alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
-    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
-                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
-                              alpha=alpha, batch_size=engine.batch_size)
+    settings = EngineSettings.from_config(engine, alpha=alpha, batch_size=engine.batch_size)
     before = _loss_pair(model, x, perturbation, perturbation.init_params())
     say("optimizing")
     result = min_min(x, perturbation, model, to_model=phrases_tensor, regularizer=regularizer,
@@ -538,16 +536,15 @@ def _craft_midi_blackbox(choice: Any, x: Any, perturbation: Any, *,
                          on_iteration: Callable[[dict[str, Any]], None] | None) -> _Crafted:
     import torch
 
-    from harmonycloak.perturb.optimize import meta_min_min
+    from harmonycloak.perturb.optimize import MetaSettings, meta_min_min
     from harmonycloak.perturb.phrases import phrases_tensor
-    from harmonycloak.targets.bag import BAG_ALPHA, MIDI_BAG, build_bag
+    from harmonycloak.targets.bag import MIDI_BAG, bag_alphas, build_bag
 
     say("building the surrogate bag")
     specs = choice.specs or MIDI_BAG
     bag = build_bag(specs, seed=seed, device=device)
-    alphas = [config.blackbox.alpha if config.blackbox.alpha is not None else BAG_ALPHA[s.family]
-              for s in specs]
-    settings = _meta_settings(config, config.blackbox.batch_size)
+    alphas = bag_alphas(specs, config.blackbox.alpha)
+    settings = MetaSettings.from_config(config.blackbox, examples=config.blackbox.batch_size)
     say("optimizing against the surrogate bag")
     result = meta_min_min(x, perturbation, bag, to_model=phrases_tensor, regularizer=regularizer,
                           alphas=alphas, settings=settings,
@@ -745,10 +742,9 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     from harmonycloak.config import resolve_device
     from harmonycloak.io.audio import load_audio, save_audio
     from harmonycloak.io.files import atomic_write, sha256_file
-    from harmonycloak.perturb.optimize import EngineSettings, min_min
     from harmonycloak.psychoacoustics import masking_threshold
     from harmonycloak.rights import REPORT_FORMAT_VERSION, default_report_path
-    from harmonycloak.targets.audio_registry import AUDIO_TARGET_NAMES, DEFAULT_ALPHA
+    from harmonycloak.targets.audio_registry import AUDIO_TARGET_NAMES
 
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
@@ -888,9 +884,8 @@ def _craft_audio_whitebox(target: AudioTargetChoice, x: Any, perturbation: Any, 
         model.set_reference(chunks)
     engine = config.engine
     alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
-    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
-                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
-                              alpha=alpha, batch_size=min(engine.batch_size, chunks.shape[0]))
+    settings = EngineSettings.from_config(engine, alpha=alpha,
+                                          batch_size=min(engine.batch_size, chunks.shape[0]))
     before = _audio_loss_pair(model, to_clips, x, perturbation, perturbation.init_params())
     say("optimizing")
     shared = SharedDelta(perturbation)
@@ -913,12 +908,10 @@ class BagPanel:
 
     def __init__(self, members: list[Any], labels: list[str], to_model: Callable[[Any], Any],
                  clean: Any) -> None:
-        import torch
+        from harmonycloak.perturb.optimize import loss_scales
 
         self.members, self.labels, self.to_model = members, labels, to_model
-        with torch.no_grad():
-            data = to_model(clean)
-            self.scales = [max(float(m.example_losses(data).mean()), 1e-9) for m in members]
+        self.scales = loss_scales(to_model(clean), members, floor=1e-9)
 
     def member_losses(self, x: Any) -> list[float]:
         """Each member's mean loss on ``x`` in units of its clean loss."""
@@ -946,16 +939,6 @@ def _panel_ids(specs: tuple[Any, ...], trained: set[int]) -> list[int]:
     return sorted(chosen.values())
 
 
-def _meta_settings(config: Any, examples: int) -> Any:
-    from harmonycloak.perturb.optimize import MetaSettings
-
-    bb = config.blackbox
-    return MetaSettings(rounds=bb.rounds, sample_size=bb.sample_size, outer_steps=bb.outer_steps,
-                        meta_train_steps=bb.meta_train_steps, meta_test_steps=bb.meta_test_steps,
-                        pgd_step=bb.pgd_step, batch_size=min(bb.batch_size, examples),
-                        pgd_batch=bb.pgd_batch)
-
-
 def _bag_report(choice: BlackBoxChoice, specs: tuple[Any, ...], panel: BagPanel, ids: list[int],
                 result: Any, protected: Any) -> dict[str, Any]:
     from harmonycloak.targets.bag import describe_bag
@@ -981,8 +964,8 @@ def _craft_audio_blackbox(choice: BlackBoxChoice, x: Any, perturbation: Any, *,
     import torch
 
     from harmonycloak.perturb.dsp import resample
-    from harmonycloak.perturb.optimize import meta_min_min
-    from harmonycloak.targets.bag import AUDIO_BAG, AUDIO_MODEL_RATE_HZ, BAG_ALPHA, build_bag
+    from harmonycloak.perturb.optimize import MetaSettings, meta_min_min
+    from harmonycloak.targets.bag import AUDIO_BAG, AUDIO_MODEL_RATE_HZ, bag_alphas, build_bag
 
     def at_model_rate(chunks: Any) -> Any:
         return resample(chunks, sample_rate_hz, AUDIO_MODEL_RATE_HZ)
@@ -990,9 +973,8 @@ def _craft_audio_blackbox(choice: BlackBoxChoice, x: Any, perturbation: Any, *,
     say("building the surrogate bag")
     specs = choice.specs or AUDIO_BAG
     bag = build_bag(specs, seed=seed, device=device)
-    alphas = [config.blackbox.alpha if config.blackbox.alpha is not None else BAG_ALPHA[s.family]
-              for s in specs]
-    settings = _meta_settings(config, to_clips(x).shape[0])
+    alphas = bag_alphas(specs, config.blackbox.alpha)
+    settings = MetaSettings.from_config(config.blackbox, examples=to_clips(x).shape[0])
     say("optimizing against the surrogate bag")
     shared = SharedDelta(perturbation)
     result = meta_min_min(x, shared, bag, to_model=lambda y: at_model_rate(to_model(y)),

@@ -317,9 +317,8 @@ def _pgd(norm: Literal["linf", "l2"], samples: np.ndarray, sample_rate_hz: int, 
     with torch.no_grad():
         examples = int(model_input(x).shape[0])
         loss_before = float(target.loss(model_input(x)))
-    settings = EngineSettings(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
-                              inner_steps=engine.inner_steps, pgd_step=engine.pgd_step,
-                              alpha=0.0, batch_size=max(1, min(engine.batch_size, examples)))
+    settings = EngineSettings.from_config(engine, alpha=0.0,
+                                          batch_size=max(1, min(engine.batch_size, examples)))
     result = min_min(x, ball, target, to_model=model_input,
                      regularizer=lambda params: params.new_zeros(()), settings=settings,
                      generator=torch.Generator().manual_seed(int(seed)))

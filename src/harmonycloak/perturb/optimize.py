@@ -25,8 +25,8 @@ from torch import Tensor
 
 from harmonycloak.perturb.protocols import Target
 
-__all__ = ["EngineSettings", "MetaSettings", "MinMinResult", "Perturbation", "meta_min_min", "min_min",
-           "track_weights"]
+__all__ = ["EngineSettings", "MetaSettings", "MinMinResult", "Perturbation", "loss_scales",
+           "meta_min_min", "min_min", "track_weights"]
 
 _MAX_PARAM_STEP = 2.0
 _PARAM_LIMIT = 12.0
@@ -52,6 +52,14 @@ class EngineSettings:
     pgd_step: float
     alpha: float
     batch_size: int
+
+    @classmethod
+    def from_config(cls, engine: Any, *, alpha: float, batch_size: int) -> EngineSettings:
+        """The loop's settings from an :class:`~harmonycloak.config.EngineConfig`, with the
+        resolved α and the outer minibatch size (at most the examples there are)."""
+        return cls(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
+                   inner_steps=engine.inner_steps, pgd_step=engine.pgd_step, alpha=alpha,
+                   batch_size=batch_size)
 
 
 @dataclass
@@ -157,11 +165,22 @@ class MetaSettings:
     batch_size: int
     pgd_batch: int | None = None
 
+    @classmethod
+    def from_config(cls, blackbox: Any, *, examples: int) -> MetaSettings:
+        """The loop's settings from a :class:`~harmonycloak.config.BlackBoxConfig`; the
+        outer minibatch is at most ``examples`` (the piece's chunks or phrases)."""
+        return cls(rounds=blackbox.rounds, sample_size=blackbox.sample_size,
+                   outer_steps=blackbox.outer_steps, meta_train_steps=blackbox.meta_train_steps,
+                   meta_test_steps=blackbox.meta_test_steps, pgd_step=blackbox.pgd_step,
+                   batch_size=min(blackbox.batch_size, examples), pgd_batch=blackbox.pgd_batch)
 
-def _normalizers(data: Tensor, members: list[Any]) -> list[float]:
-    """Each member's mean loss on the current x + δ: the unit its loss is counted in."""
+
+def loss_scales(data: Tensor, members: list[Any], *, floor: float = 1e-6) -> list[float]:
+    """Each member's mean loss on ``data`` (no gradient), at least ``floor``: the unit its
+    loss is counted in by :func:`meta_min_min` (1e-6 keeps a step's weight bounded) and by
+    the black-box report's panel (which passes 1e-9: it only guards a division)."""
     with torch.no_grad():
-        return [max(float(m.example_losses(data).mean()), 1e-6) for m in members]
+        return [max(float(m.example_losses(data).mean()), floor) for m in members]
 
 
 def _pgd_subset(count: int, size: int | None, generator: torch.Generator) -> Tensor | None:
@@ -237,7 +256,7 @@ def meta_min_min(x: Tensor, perturbation: Perturbation, bag: list[Any], *,
         train_ids, test_id = order[:-1], order[-1]
         data, train_loss = _train_members(x, params, perturbation, [bag[i] for i in order],
                                           to_model, settings, generator)
-        scales = _normalizers(data, [bag[i] for i in order])
+        scales = loss_scales(data, [bag[i] for i in order])
         counter = {"i": 0}
         last: dict[str, float] = {}
 

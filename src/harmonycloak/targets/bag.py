@@ -45,6 +45,7 @@ __all__ = [
     "MIDI_BAG",
     "ContrastiveTarget",
     "SurrogateSpec",
+    "bag_alphas",
     "build_bag",
     "describe_bag",
 ]
@@ -166,6 +167,11 @@ def _midi_bag() -> tuple[SurrogateSpec, ...]:
 
 AUDIO_BAG: tuple[SurrogateSpec, ...] = _audio_bag()
 MIDI_BAG: tuple[SurrogateSpec, ...] = _midi_bag()
+
+
+def bag_alphas(specs: tuple[SurrogateSpec, ...], alpha: float | None = None) -> list[float]:
+    """α per member: ``alpha`` for all when given, else each family's :data:`BAG_ALPHA`."""
+    return [alpha if alpha is not None else BAG_ALPHA[s.family] for s in specs]
 
 
 def describe_bag(specs: tuple[SurrogateSpec, ...]) -> list[dict[str, str]]:
