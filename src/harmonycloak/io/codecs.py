@@ -421,15 +421,17 @@ def decode(source: FileTarget) -> DecodedAudio:
             empty = np.zeros((0, 0), dtype=np.float32)
             return DecodedAudio(empty, int(stream.codec_context.sample_rate), None)
         chunks, sample_rate_hz, packet_end = _decode_stream(container, stream)
-        is_mp4 = "mp4" in container.format.name
-    if not chunks:
+        # Everything read from the stream is read here: once the container closes, its
+        # fields point into freed FFmpeg memory (a closed M4A once "stated" 10^22 samples).
         channels = len(stream.codec_context.layout.channels)
-        empty = np.zeros((channels, 0), dtype=np.float32)
-        return DecodedAudio(empty, int(stream.codec_context.sample_rate or 0), None)
+        header_rate_hz = int(stream.codec_context.sample_rate or 0)
+        stream_s = _stream_seconds(stream) if "mp4" in container.format.name else None
+    if not chunks:
+        return DecodedAudio(np.zeros((channels, 0), dtype=np.float32), header_rate_hz, None)
     samples = np.concatenate(chunks, axis=1)
     stated = None
-    if is_mp4:
-        end, stated = _mp4_end(stream, packet_end, sample_rate_hz, samples.shape[1])
+    if stream_s is not None:
+        end, stated = _mp4_end(stream_s, packet_end, sample_rate_hz, samples.shape[1])
         samples = samples[:, :end]
     return DecodedAudio(samples, sample_rate_hz, stated)
 
@@ -462,14 +464,21 @@ def _decode_stream(
     return chunks, sample_rate_hz, packet_end
 
 
+def _stream_seconds(stream: AudioStream) -> Fraction:
+    """The stream's stated duration in seconds (0 when it states none); read while open."""
+    if stream.duration and stream.time_base is not None:
+        return Fraction(stream.duration) * stream.time_base
+    return Fraction(0)
+
+
 def _mp4_end(
-    stream: AudioStream, packet_end_s: Fraction, sample_rate_hz: int, decoded: int
+    stream_s: Fraction, packet_end_s: Fraction, sample_rate_hz: int, decoded: int
 ) -> tuple[int, int | None]:
     """Where to cut decoded MP4 audio, and the length the file states (None if none)."""
     end = round(packet_end_s * sample_rate_hz) if packet_end_s > 0 else decoded
     stated = None
-    if stream.duration and stream.time_base is not None:
-        stated = round(stream.duration * stream.time_base * sample_rate_hz)
+    if stream_s > 0:
+        stated = round(stream_s * sample_rate_hz)
         if 0 < stated < end - sample_rate_hz // 500:
             end = stated
     return min(end, decoded), stated
