@@ -101,6 +101,17 @@ def test_clap_shift_moves_the_embedding(tmp_path, models):
     assert losses["clean"] == pytest.approx(1.0)
     assert losses["protected"] < 1.0 - 1e-4                  # cosine similarity went down
     assert any("cosine similarities" in note for note in report["notes"])
+    view = report["verification"]["embedding_view"]          # seed 003's 2-D picture
+    assert len(view["clean"]) == len(view["protected"]) == len(view["cosine_similarity"]) >= 1
+    assert sum(view["cosine_similarity"]) / len(view["cosine_similarity"]) == pytest.approx(
+        losses["protected"], abs=1e-3)
+    assert all(d > 0 for d in view["normalized_l2"])
+
+
+def test_embedding_view_only_for_the_embedding_shift(tmp_path, models):
+    src = write_clip(tmp_path / "in.wav", 44100, 1, duration_s=1.0)
+    report = run(src, tmp_path / "o.wav", models["codec-lm"], name="codec-lm")
+    assert "embedding_view" not in report["verification"]
 
 
 @pytest.mark.parametrize("suffix", [".wav", ".flac"])
@@ -300,7 +311,7 @@ def test_cli_refuses_existing_output_without_force(tmp_path, models, capsys):
     (["-o", "{tmp}/o.txt"], "protected audio must be written as audio"),
     (["-o", "{tmp}/o.wav", "--target", "musegan"], "--target musegan protects MIDI, not audio"),
     (["-o", "{tmp}/o.wav", "--watermark-key", "k.json"], "--watermark-key needs --watermark-payload"),
-    (["-o", "{tmp}/o.wav", "--mode", "blackbox"], "--mode blackbox is not in this version"),
+    (["-o", "{tmp}/o.wav", "--mode", "blackbox", "--target", "codec-lm"], "go with --mode whitebox"),
     (["-o", "{tmp}/o.wav", "--corpus", "{tmp}/none"], "bash scripts/get_dev_music.sh"),
 ])
 def test_cli_refusals(tmp_path, capsys, argv, fragment):

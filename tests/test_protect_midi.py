@@ -115,7 +115,7 @@ def test_outputs_are_not_overwritten_without_force(song, tmp_path, tiny_gan, cap
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["--mode", "blackbox"], "--mode blackbox is not in this version"),
+    (["--mode", "blackbox", "--target", "musegan"], "go with --mode whitebox"),
     (["--preset", "loud-v9"], "unknown preset"),
     (["--target", "gpt"], "--target"),
     (["--watermark-key", "k.json"], "cannot carry"),
@@ -194,3 +194,13 @@ def test_protect_entry_point_stops_when_the_callback_raises(tmp_path, song, tiny
         protect(song, tmp_path / "out.mid", model_dir=str(tiny_gan), config=preset("light-v1"),
                 device="cpu", on_iteration=stop)
     assert not (tmp_path / "out.mid").exists() and not list(tmp_path.glob("out.mid*"))
+
+
+def test_an_audio_checkpoint_for_a_midi_file_is_refused_plainly(song, tmp_path, capsys):
+    from harmonycloak.targets.codec_lm import CodecLMConfig, CodecLMTarget
+
+    CodecLMTarget(CodecLMConfig.tiny(), seed=0).save(tmp_path / "audio-model")
+    code = main(["protect", str(song), "-o", str(tmp_path / "o.mid"), "--model", str(tmp_path / "audio-model")])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a codec-token LM" in err and "a MIDI file needs a MIDI model" in err
+    assert not (tmp_path / "o.mid").exists()

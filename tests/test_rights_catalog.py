@@ -347,3 +347,11 @@ def test_a_missing_master_is_a_failure_with_the_restore_command(library):
     assert all(c.fix.startswith("restore ") for c in checks.values())
     song = next(t for t in report.tracks if any(c.path == "public/song.final.mp3" for c in t.copies))
     assert song.master_check.status == "fail"  # reported with its copies, not twice
+
+
+def test_midi_in_the_folder_is_skipped_with_a_midi_reason(library):
+    (library / "masters" / "sketch.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0")
+    skipped = {s.path: s.reason for s in catalog.scan(library).skipped}
+    assert "not supported" not in skipped["masters/sketch.mid"]
+    assert skipped["masters/sketch.mid"].startswith("MIDI files are not catalogued")
+    assert "harmonycloak protect" in skipped["masters/sketch.mid"]

@@ -10,8 +10,16 @@ applies to the kind it belongs to and must not be given for the other.
 provenance watermark in each protected audio file, combined with the cloak as
 :class:`harmonycloak.pipeline.WatermarkSplit` says (measured order and budget split), and
 the report records whether it reads back; MIDI files cannot carry the audio mark and are
-refused with the flags. The black-box mode (which will become the default) arrives with a
-later version and is refused with a plain message until then.
+refused with the flags. ``--mode`` goes to :func:`harmonycloak.pipeline.protect` unchanged:
+the pipeline decides which modes it supports.
+
+One input file goes straight to the pipeline. A folder, or several files, is a batch
+(:mod:`harmonycloak.batch`): the layout mirrored into the output folder, each file's
+state in that folder's catalog database, resumable after any interruption (run the same
+command again), ``--jobs N`` worker processes (default: one per core) or ``--backend
+ray`` (``--ray-address`` of a cluster; none starts Ray here). A file that fails does not
+stop the batch; the summary lists it with the reason and the exit code is 2 (1 if the
+cause was internal). See docs/batch.md.
 """
 
 from __future__ import annotations
@@ -27,15 +35,16 @@ from harmonycloak.cli.options import err, out
 
 MIDI_TARGETS = ("musegan", "symbolic-lm")
 AUDIO_TARGETS = ("codec-lm", "latent-diffusion", "clap-shift")
-DEFAULT_TARGET = {"midi": "musegan", "audio": "codec-lm"}
-DEFAULT_CORPUS = {"midi": Path("data/dev-midi"), "audio": Path("data/dev-music")}
-# readable audio that save_audio cannot write: a mirrored output becomes AAC in M4A
-_AUDIO_OUTPUT_FOR = {".aac": ".m4a", ".mp4": ".m4a"}
 
 
 class Mode(str, Enum):
     whitebox = "whitebox"
     blackbox = "blackbox"
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 class TargetName(str, Enum):
@@ -46,71 +55,11 @@ class TargetName(str, Enum):
     clap_shift = "clap-shift"
 
 
-def _kind(path: Path) -> str | None:
-    """``"midi"``, ``"audio"`` or None, by suffix."""
-    from harmonycloak.pipeline import file_kind
-
-    return file_kind(path)
-
-
-def _expand(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, path relative to its input root) for every file named or inside a folder."""
+def _target_for(kind: str, target: TargetName, example: Path) -> str:
+    """``--target``'s name for inputs of ``kind``; InputError when it is for the other
+    kind (``example``: a file of this kind, for the message)."""
     from harmonycloak.errors import InputError
 
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.is_file() and not p.name.startswith("."))
-            found += [(p, p.relative_to(item)) for p in files if _kind(p) is not None]
-        elif item.exists():
-            found.append((item, Path(item.name)))
-        else:
-            raise InputError(f"{item}: file not found; check the path")
-    if not found:
-        raise InputError(f"{', '.join(map(str, inputs))}: no MIDI or audio files found to protect")
-    return found
-
-
-def _check_pair(src: Path, dst: Path) -> str:
-    """The input's kind; InputError when it or its output name cannot be protected."""
-    from harmonycloak.errors import InputError
-    from harmonycloak.io.audio import SUPPORTED_AUDIO_SUFFIXES, WRITABLE_AUDIO_SUFFIXES
-
-    kind = _kind(src)
-    if kind is None:
-        raise InputError(f"{src}: not a file harmonycloak protects; give MIDI (.mid, .midi) or "
-                         f"audio ({' '.join(SUPPORTED_AUDIO_SUFFIXES)})")
-    if kind == "midi" and _kind(dst) != "midi":
-        raise InputError(f"{dst}: a protected MIDI file must be written as .mid or .midi")
-    if kind == "audio" and dst.suffix.lower() not in WRITABLE_AUDIO_SUFFIXES:
-        raise InputError(f"{dst}: protected audio must be written as audio; use one of "
-                         f"{', '.join(WRITABLE_AUDIO_SUFFIXES)}")
-    if dst.resolve() == src.resolve():
-        raise InputError(f"{dst}: would overwrite the input; choose another output name")
-    return kind
-
-
-def _plan(inputs: list[Path], output: Path) -> list[tuple[Path, Path, str]]:
-    """(input, output, kind) triples: one file to ``output`` itself when it has a suffix,
-    else everything into the folder ``output`` with the inputs' layout mirrored (audio
-    that cannot be written in its own format, .aac / .mp4, becomes .m4a)."""
-    files = _expand(inputs)
-    single = len(files) == 1 and not inputs[0].is_dir() and output.suffix != ""
-    if single:
-        pairs = [(files[0][0], output)]
-    else:
-        pairs = [(f, output / rel.with_suffix(_AUDIO_OUTPUT_FOR.get(rel.suffix.lower(), rel.suffix)))
-                 for f, rel in files]
-    return [(src, dst, _check_pair(src, dst)) for src, dst in pairs]
-
-
-def _target_for(kind: str, target: TargetName | None, example: Path) -> str:
-    """The target's name for inputs of ``kind``; InputError when ``--target`` is for the
-    other kind (``example``: a file of this kind, for the message)."""
-    from harmonycloak.errors import InputError
-
-    if target is None:
-        return DEFAULT_TARGET[kind]
     if kind == "midi" and target.value not in MIDI_TARGETS:
         raise InputError(f"{example}: --target {target.value} protects audio, not MIDI; for MIDI "
                          f"files use --target {' or '.join(MIDI_TARGETS)}")
@@ -146,21 +95,30 @@ def _watermark(kinds: set[str], key_path: Path | None, payload: str | None) -> t
     return load_key(key_path), payload
 
 
-def _run_one(src: Path, dst: Path, kind: str, progress: Any, **kwargs: Any) -> dict[str, Any]:
-    from harmonycloak.pipeline import protect_audio, protect_midi
+def _default_mode() -> str:
+    """``pipeline.protect``'s own default mode: the command follows the pipeline."""
+    import inspect
 
-    engine = kwargs["config"].engine
-    total = engine.outer_rounds * engine.inner_steps
-    task = progress.add_task(f"{src.name}: starting", total=total)
+    from harmonycloak.pipeline import protect
+
+    return str(inspect.signature(protect).parameters["mode"].default)
+
+
+def _run_one(src: Path, dst: Path, progress: Any, **kwargs: Any) -> dict[str, Any]:
+    """Protect one file through :func:`harmonycloak.pipeline.protect`, with a progress bar."""
+    from harmonycloak.pipeline import iterations_total, protect
+
+    total = [iterations_total(kwargs["config"])]
+    task = progress.add_task(f"{src.name}: starting", total=total[0])
 
     def on_iteration(info: dict[str, Any]) -> None:
-        progress.update(task, advance=1, description=(
-            f"{src.name}: round {info['round'] + 1}/{engine.outer_rounds}, loss {info['generative']:.4f}"))
+        total[0] = info["total"]
+        progress.update(task, completed=info["step"], total=info["total"],
+                        description=f"{src.name}: step {info['step']}/{info['total']}")
 
-    run = protect_midi if kind == "midi" else protect_audio
-    report = run(src, dst, progress=lambda msg: progress.update(task, description=f"{src.name}: {msg}"),
-                 on_iteration=on_iteration, **kwargs)
-    progress.update(task, completed=total)
+    report = protect(src, dst, progress=lambda msg: progress.update(task, description=f"{src.name}: {msg}"),
+                     on_iteration=on_iteration, **kwargs)
+    progress.update(task, completed=total[0])
     return report
 
 
@@ -199,7 +157,9 @@ def protect(
                                         show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (one input) or folder.",
                                 show_default=False),
-    mode: Mode = typer.Option(Mode.whitebox, "--mode", help="whitebox: against a known model."),
+    mode: Mode = typer.Option(None, "--mode", show_default=False,
+                              help="whitebox: against a known model (--target); blackbox: "
+                                   "against models nobody named. Default: the pipeline's."),
     target: TargetName = typer.Option(None, "--target", show_default=False,
                                       help="The model to protect against: musegan (MIDI default), "
                                            "symbolic-lm; codec-lm (audio default), "
@@ -211,7 +171,8 @@ def protect(
                                      "(cached); default data/dev-midi for MIDI, data/dev-music "
                                      "for audio."),
     preset: str = typer.Option("standard-v1", "--preset", help="light-v1, standard-v1 or strong-v1."),
-    seed: int = typer.Option(0, "--seed", help="Same input, preset and seed give the same output."),
+    seed: int = typer.Option(0, "--seed", help="Same input, preset and seed give the same output "
+                             "(in a batch each file's seed is derived from this and its path)."),
     watermark_key: Path = typer.Option(None, "--watermark-key", dir_okay=False,
                                        help="Watermark key file (`harmonycloak watermark keygen`); "
                                             "audio only, with --watermark-payload."),
@@ -220,6 +181,18 @@ def protect(
                                                "id + 16-bit issuer id), with --watermark-key."),
     report: Path = typer.Option(None, "--report", help="Report JSON path (one input only; "
                                 "default: OUT.report.json beside each output).", dir_okay=False),
+    jobs: int = typer.Option(None, "--jobs", "-j", min=1, show_default=False,
+                             help="Folders / several files: files protected at once on this "
+                                  "machine (default: one per CPU core)."),
+    backend: Backend = typer.Option(Backend.local, "--backend",
+                                    help="Folders / several files: local worker processes, or "
+                                         "ray tasks (pip install 'harmonycloak[ray]')."),
+    ray_address: str = typer.Option(None, "--ray-address", show_default=False,
+                                    help="With --backend ray: the cluster (e.g. ray://head:10001); "
+                                         "default: start Ray on this machine."),
+    ray_gpus: float = typer.Option(0.0, "--ray-gpus", min=0.0,
+                                   help="With --backend ray: GPUs each file's task requests "
+                                        "(e.g. 1, or 0.5 for two files per GPU)."),
     force: bool = options.FORCE,
 ) -> None:
     """Make MIDI or audio unlearnable for a generative model while it sounds the same.
@@ -229,39 +202,91 @@ def protect(
     masking threshold. Either way the model's training loss on the file collapses: it
     believes there is nothing left to learn. With --watermark-key and --watermark-payload,
     audio files also carry your keyed watermark, under the same masking budget.
+
+    A folder (or several files) is a resumable batch: interrupted, run the same command
+    again and it finishes the rest; each file's state is kept in OUT/.harmonycloak/.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from harmonycloak.batch.plan import plan_files
     from harmonycloak.config import preset as get_preset
-    from harmonycloak.config import resolve_device
     from harmonycloak.errors import InputError
-    from harmonycloak.pipeline import AudioTargetChoice, TargetChoice
 
-    if mode is Mode.blackbox:
-        raise InputError("--mode blackbox is not in this version yet; use --mode whitebox "
-                         "--target musegan|symbolic-lm (MIDI) or codec-lm|latent-diffusion|"
-                         "clap-shift (audio)")
     config = get_preset(preset)
-    plan = _plan(inputs, output)
-    kinds = {kind for _, _, kind in plan}
+    mode_name = mode.value if mode is not None else _default_mode()
+    plan = plan_files(inputs, output)
+    kinds = plan.kinds
     mark = _watermark(kinds, watermark_key, watermark_payload)
-    if report is not None and len(plan) > 1:
+    batch = not plan.single and (len(plan.files) > 1 or any(item.is_dir() for item in inputs))
+    if report is not None and len(plan.files) > 1:
         raise InputError("--report names one file; with several inputs each report goes beside its output")
     if model is not None and len(kinds) > 1:
         raise InputError("--model names one checkpoint, for MIDI or for audio; protect the MIDI "
                          "and the audio files in separate calls")
-    choices = {}
-    for kind in sorted(kinds):
-        name = _target_for(kind, target, next(src for src, _, k in plan if k == kind))
-        corpus_dir = str(corpus if corpus is not None else DEFAULT_CORPUS[kind])
-        model_dir = str(model) if model else None
-        choices[kind] = (TargetChoice if kind == "midi" else AudioTargetChoice)(
-            name=name, model_dir=model_dir, corpus_dir=corpus_dir)
-    device = resolve_device(options.state(ctx).device)
+    # None: the pipeline's default for the mode (a --target for the wrong kind is refused here)
+    targets = {kind: _target_for(kind, target, next(f.source for f in plan.files if f.kind == kind))
+               if target is not None else None for kind in sorted(kinds)}
+    device = options.state(ctx).device.value
+    if batch:
+        _run_batch(plan, mark=mark, config=config, mode=mode_name, targets=targets, model=model,
+                   corpus=corpus, seed=seed, device=device, jobs=jobs, backend=backend.value,
+                   ray_address=ray_address, ray_gpus=ray_gpus, force=force)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as progress:
-        for src, dst, kind in plan:
+        for f in plan.files:
             extra = {"watermark": mark} if mark is not None else {}
-            result = _run_one(src, dst, kind, progress, config=config, target=choices[kind],
-                              seed=seed, device=device, report_path=report, force=force, **extra)
-            out.print(_summary(dst, kind, result), markup=False)
+            result = _run_one(f.source, f.output, progress, mode=mode_name, target=targets[f.kind],
+                              model_dir=str(model) if model else None,
+                              corpus_dir=str(corpus) if corpus else None, config=config, seed=seed,
+                              device=device, report_path=report, force=force, **extra)
+            out.print(_summary(f.output, f.kind, result), markup=False)
+
+
+def _run_batch(plan: Any, *, mark: tuple[Any, str] | None, config: Any, mode: str,
+               targets: dict[str, str | None], model: Path | None, corpus: Path | None, seed: int,
+               device: str, jobs: int | None, backend: str, ray_address: str | None,
+               ray_gpus: float, force: bool) -> None:
+    """A folder or several files: the resumable batch driver, then its summary."""
+    from harmonycloak.batch import JobSettings, run_batch
+
+    settings = JobSettings(
+        config=config, mode=mode, midi_target=targets.get("midi"), audio_target=targets.get("audio"),
+        midi_model_dir=str(model.resolve()) if model and "midi" in targets else None,
+        audio_model_dir=str(model.resolve()) if model and "audio" in targets else None,
+        midi_corpus_dir=str(corpus.resolve()) if corpus else None,
+        audio_corpus_dir=str(corpus.resolve()) if corpus else None,
+        seed=seed, device=device, watermark=mark, gpus=ray_gpus)
+    try:
+        summary = run_batch(plan, settings, backend=backend, workers=jobs, ray_address=ray_address,
+                            force=force, console=err,
+                            on_done=lambda f, report: out.print(_summary(f.output, f.kind, report),
+                                                                markup=False))
+    except KeyboardInterrupt:
+        err.print(f"interrupted: what was written is complete; run the same command again to "
+                  f"protect the rest into {plan.root}", markup=False)
+        raise typer.Exit(130) from None
+    _print_batch_summary(summary)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def _print_batch_summary(summary: Any) -> None:
+    """The end of a batch on stderr: counts, then every failed file with its reason."""
+    parts = [f"{len(summary.protected)} protected"]
+    if summary.already_done:
+        parts.append(f"{len(summary.already_done)} already done")
+    if summary.adopted:
+        parts.append(f"{len(summary.adopted)} found complete")
+    parts.append(f"{len(summary.failed)} failed")
+    files = f"{summary.planned} file{'s' if summary.planned != 1 else ''}"
+    err.print(f"{summary.root}: {files}: {', '.join(parts)} "
+              f"({summary.seconds:.1f} s)", markup=False)
+    if summary.removed_temp_files or summary.requeued:
+        err.print(f"resumed after an interruption: {len(summary.requeued)} unfinished files queued "
+                  f"again, {len(summary.removed_temp_files)} partial files removed", markup=False)
+    for failed in summary.failed:
+        err.print(f"failed: {failed.source}: {failed.reason}", markup=False)
+    if summary.failed:
+        err.print("fix these files (or the options) and run the same command again: the "
+                  "done files are skipped", markup=False)

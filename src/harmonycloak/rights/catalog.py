@@ -57,6 +57,7 @@ __all__ = [
     "Skipped",
     "VerifyResult",
     "catalog_path",
+    "ensure_catalog_schema",
     "inspect_folder",
     "load_catalog",
     "scan",
@@ -109,6 +110,14 @@ CREATE TABLE IF NOT EXISTS reports (
 def catalog_path(root: str | os.PathLike[str]) -> Path:
     """Where the catalog of ``root`` lives: ``root/.harmonycloak/catalog.sqlite``."""
     return Path(root) / CATALOG_DIR / CATALOG_FILE
+
+
+def ensure_catalog_schema(conn: sqlite3.Connection) -> None:
+    """Create the catalog's tables (if missing) and record the schema version, on an
+    open connection: for other tables kept in the same database file (the batch jobs of
+    :mod:`harmonycloak.batch.state`), so that :func:`load_catalog` reads the file too."""
+    conn.executescript(_SCHEMA)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,11 +250,19 @@ def inspect_folder(root: str | os.PathLike[str], *,
             except (InputError, OSError) as error:
                 skipped.append(Skipped(rel, _reason(error)))
         elif suffix in UNSUPPORTED_AUDIO_SUFFIXES:
-            skipped.append(Skipped(rel, f"{suffix} files are not supported; convert to WAV or FLAC"))
+            skipped.append(Skipped(rel, _unsupported_reason(suffix)))
         elif suffix == ".json":
             _add_report(path, rel, reports, skipped)
     _link(files, reports)
     return FolderState(base, files, reports, skipped)
+
+
+def _unsupported_reason(suffix: str) -> str:
+    """Why a file of a known but uncatalogued kind is skipped, and what to do."""
+    if suffix in (".mid", ".midi"):
+        return ("MIDI files are not catalogued (the catalog, tags and watermark are for audio "
+                "masters); protect MIDI with `harmonycloak protect`, then catalog its rendered audio")
+    return f"{suffix} files are not supported; convert to WAV or FLAC"
 
 
 def _reason(error: Exception) -> str:
@@ -630,4 +647,4 @@ def _find_untracked(base: Path, records: dict[str, CatalogRecord], result: Verif
                 continue
             result.untracked.append(rel)
         elif suffix in UNSUPPORTED_AUDIO_SUFFIXES:
-            result.skipped.append(Skipped(rel, f"{suffix} files are not supported; convert to WAV or FLAC"))
+            result.skipped.append(Skipped(rel, _unsupported_reason(suffix)))
