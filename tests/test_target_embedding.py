@@ -434,3 +434,35 @@ def test_training_input_errors(pieces: list[np.ndarray]) -> None:
     bad = [pieces[0], np.full((1, 100), np.nan, dtype=np.float32)]
     with pytest.raises(InputError, match=r"clip 1: contains NaN"):
         encoder.train_contrastive(bad, steps=1, generator=gen, sample_rate_hz=RATE)
+
+
+def test_embedding_view_keeps_distances_of_planar_points_and_is_deterministic():
+    from harmonycloak.targets.embedding import embedding_view
+
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(16, 2, generator=gen, dtype=torch.float64))[0].T  # [2, 16]
+    clean = torch.randn(5, 2, generator=gen, dtype=torch.float64) @ basis + 3.0
+    protected = torch.randn(5, 2, generator=gen, dtype=torch.float64) @ basis + 3.0
+    view = embedding_view(clean, protected)
+    full = torch.cdist(torch.cat([clean, protected]), torch.cat([clean, protected]))
+    flat = torch.tensor(view["clean"] + view["protected"], dtype=torch.float64)
+    assert torch.allclose(torch.cdist(flat, flat), full, atol=1e-3)       # nothing lost in 2-D
+    assert sum(view["explained_variance"]) == pytest.approx(1.0, abs=1e-3)
+    cos = torch.nn.functional.cosine_similarity(clean, protected, dim=-1)
+    assert view["cosine_similarity"] == pytest.approx(cos.tolist(), abs=1e-4)
+    assert embedding_view(clean, protected) == view
+    mirrored = embedding_view(clean.neg(), protected.neg())     # axes keep their sign: the picture mirrors
+    assert np.allclose(mirrored["clean"], -np.array(view["clean"]), atol=1e-3)
+
+
+def test_embedding_view_of_one_pair_and_of_nothing():
+    from harmonycloak.targets.embedding import embedding_view
+
+    one = embedding_view(torch.ones(1, 8), torch.zeros(1, 8))
+    assert one["explained_variance"] == [1.0, 0.0]
+    (cx, cy), (px, py) = one["clean"][0], one["protected"][0]
+    assert cy == py == 0.0 and abs(cx - px) == pytest.approx(8 ** 0.5, abs=1e-3)
+    empty = embedding_view(torch.zeros(0, 8), torch.zeros(0, 8))
+    assert empty["clean"] == [] and empty["explained_variance"] == [0.0, 0.0]
+    with pytest.raises(InputError, match="give two \\[windows, dim\\] tensors of one shape"):
+        embedding_view(torch.zeros(2, 8), torch.zeros(3, 8))

@@ -597,3 +597,24 @@ def test_visqol_figure_ranks_added_noise_below_a_clean_copy():
     noisy = music + 0.05 * np.random.default_rng(0).standard_normal(music.shape).astype(np.float32)
     same, worse = visqol_score(music, music.copy(), rate), visqol_score(music, noisy, rate)
     assert same > 4.5 and worse < same - 0.3
+
+
+def test_embedding_shift_job_carries_the_2d_view(tmp_path, models):
+    from harmonycloak.targets.embedding import ContrastiveEncoderConfig, ContrastiveMusicEncoder
+
+    ContrastiveMusicEncoder(ContrastiveEncoderConfig.tiny(), seed=0).save(tmp_path / "clap-shift")
+    with client_for(tmp_path / "data", settings_for({**models, "audio": str(tmp_path / "clap-shift")})) as c:
+        done = wait_for(c, upload(c, "take.wav", wav_bytes()).json()["id"])
+        assert done["status"] == "done", done["message"]
+        view = done["figures"]["embedding_view"]
+        report = c.get(done["urls"]["report"]).json()
+        assert report["target"] == "clap-shift"
+        assert view == report["verification"]["embedding_view"]
+        assert len(view["clean"]) == len(view["protected"]) >= 1 and view["clean"] != view["protected"]
+        ratio = next(f for f in done["figures"]["figures"] if f["key"] == "loss_ratio")
+        assert "embedding similarity" in ratio["label"]
+
+
+def test_other_targets_have_no_embedding_view(client):
+    done = wait_for(client, upload(client, "take.wav", wav_bytes()).json()["id"])
+    assert done["figures"]["embedding_view"] is None

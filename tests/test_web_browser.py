@@ -255,3 +255,37 @@ def test_musician_flow_in_chromium(tmp_path, models, files):
         finally:
             browser.close()
     assert {k: p.read_bytes() for k, p in files.items()} == originals     # the musician's files untouched
+
+
+def test_embedding_shift_view_in_chromium(tmp_path, files):
+    from harmonycloak.targets.embedding import ContrastiveEncoderConfig, ContrastiveMusicEncoder
+
+    ContrastiveMusicEncoder(ContrastiveEncoderConfig.tiny(), seed=0).save(tmp_path / "clap-shift")
+    settings = ServeSettings(model_dirs={"audio": str(tmp_path / "clap-shift")}, device="cpu",
+                             measure_visqol=False,
+                             engine_override=EngineConfig(outer_rounds=1, outer_steps=1, inner_steps=4,
+                                                          batch_size=2))
+    app = create_app(data_dir=tmp_path / "data", settings=settings)
+    with Server(app) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready='1']")
+            page.set_input_files("#picker", [str(files["wav"])])
+            page.click("#protect")
+            card = page.locator("#jobs li.job").first
+            expect(card).to_have_attribute("data-status", "done", timeout=JOB_TIMEOUT_MS)
+            view = card.locator(".embedding-view")
+            expect(view).to_be_visible()
+            windows = view.locator("circle.clean").count()                 # one pair per encoder window
+            assert windows >= 1
+            expect(view.locator("circle.protected")).to_have_count(windows)
+            expect(view.locator("line.shift")).to_have_count(windows)
+            expect(view).to_contain_text("Average similarity")
+            shot(page, "09-embedding-view.png", locator=card)
+            assert errors == [], errors
+        finally:
+            browser.close()

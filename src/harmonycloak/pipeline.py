@@ -710,8 +710,9 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     the outer steps train on ``min(config.engine.batch_size, chunks)`` chunks at a time:
     the file's chunks are all the data there is). The written file is then decoded again
     and verified: SNR and NMR of what it really carries, the target's loss protected /
-    clean on it and after the round trips of :data:`VERIFY_CODECS`. ``device``: ``"cpu"``,
-    ``"cuda"`` or ``"auto"``.
+    clean on it and after the round trips of :data:`VERIFY_CODECS`; for ``clap-shift``
+    also ``verification.embedding_view``, seed 003's 2-D picture of the written file's
+    window embeddings against the clean ones. ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"``.
 
     ``channel``: a hook for the expectation over transformations: a callable applied to
     x + δ (float ``[1, channels, samples]`` at the file's rate, same shape back) inside
@@ -1242,7 +1243,22 @@ def _verify_audio(out: Path, clip: Any, model: Any, to_clips: Callable[[Any], An
         "losses": _loss_triplet(model, to_clips, clip.samples, written, device),
         "after_codecs": after,
     }
+    if hasattr(model, "embed") and hasattr(model, "set_reference"):  # clap-shift
+        verification["embedding_view"] = _embedding_view(model, to_clips, clip.samples, written, device)
     return verification, notes, marks
+
+
+def _embedding_view(model: Any, to_clips: Callable[[Any], Any], clean: np.ndarray,
+                    written: np.ndarray, device: str) -> dict[str, Any]:
+    """Seed 003's 2-D view of the written file's window embeddings against the clean
+    ones (:func:`~harmonycloak.targets.embedding.embedding_view`)."""
+    import torch
+
+    from harmonycloak.targets.embedding import embedding_view
+
+    with torch.no_grad():
+        e, e_written = (model.embed(to_clips(torch.from_numpy(y).to(device))) for y in (clean, written))
+    return embedding_view(e.reshape(-1, e.shape[-1]), e_written.reshape(-1, e.shape[-1]))
 
 
 def _resolve_watermark(watermark: tuple[Any, str] | None) -> tuple[Any, str] | None:
@@ -1350,6 +1366,18 @@ def iterations_total(config: Any) -> int:
     return int(config.engine.outer_rounds * config.engine.inner_steps)
 
 
+def _check_checkpoint_fits(kind: str, target: str, what: str, model_dir: Any) -> None:
+    """InputError when ``model_dir`` holds a model for the other kind of file."""
+    from harmonycloak.targets.audio_registry import AUDIO_TARGET_NAMES
+
+    if (kind == "audio") != (target in AUDIO_TARGET_NAMES):
+        needed = "an audio model (codec-lm, latent-diffusion, clap-shift)" if kind == "audio" \
+            else "a MIDI model (musegan, symbolic-lm)"
+        label = "an audio" if kind == "audio" else "a MIDI"
+        raise InputError(f"--model {model_dir}: holds {what}; {label} file needs {needed}; "
+                         "give a checkpoint for this kind of file")
+
+
 def protect(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
             mode: str = "whitebox", target: str | None = None, model_dir: str | None = None,
             corpus_dir: str | None = None, config: Any = None, seed: int = 0,
@@ -1361,7 +1389,8 @@ def protect(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
     command line, the web app and batch jobs call.
 
     ``mode``: one of :data:`PROTECT_MODES`. ``target``: the white-box model's name (None:
-    ``musegan`` for MIDI, ``codec-lm`` for audio); ``model_dir``: its checkpoint, else it
+    the one ``model_dir``'s checkpoint holds, or without one ``musegan`` for MIDI and
+    ``codec-lm`` for audio); ``model_dir``: its checkpoint, else it
     is trained once on ``corpus_dir`` (None: ``data/dev-midi`` / ``data/dev-music``) and
     cached. ``config``: a :class:`~harmonycloak.config.ProtectConfig` (None: the
     ``standard-v1`` preset). ``watermark``: ``(key, payload_hex)``, audio only.
@@ -1381,10 +1410,15 @@ def protect(path: str | os.PathLike[str], output: str | os.PathLike[str], *,
         raise InputError(f"mode {mode!r}: use one of {', '.join(PROTECT_MODES)}")
     if mode == "blackbox" and (target is not None or model_dir is not None):
         raise InputError("--target and --model name a known model: they go with --mode whitebox; "
-                         "--mode blackbox (the default) protects against models nobody named")
+                         "--mode blackbox protects against models nobody named")
     if kind == "midi" and watermark is not None:
         raise InputError(f"{path}: MIDI files cannot carry the audio watermark; protect MIDI "
                          "files without --watermark-key/--watermark-payload")
+    if mode == "whitebox" and target is None and model_dir is not None:
+        from harmonycloak.targets.audio_registry import checkpoint_kind
+
+        target, what = checkpoint_kind(model_dir)  # the model the folder holds
+        _check_checkpoint_fits(kind, target, what, model_dir)
     config = config if config is not None else get_preset("standard-v1")
     total = blackbox_iterations(config) if mode == "blackbox" else iterations_total(config)
     step = 0

@@ -57,6 +57,7 @@ __all__ = [
     "ContrastiveEncoderConfig",
     "ContrastiveMusicEncoder",
     "EmbeddingShiftTarget",
+    "embedding_view",
     "LogMel",
     "Pooling",
     "SEED_SHIFT_TARGET",
@@ -648,6 +649,51 @@ def embedding_shift(clean: Tensor, perturbed: Tensor) -> dict[str, Tensor]:
     return {"cosine_similarity": F.cosine_similarity(perturbed, clean, dim=-1, eps=1e-12),
             "l2": diff,
             "normalized_l2": diff / torch.linalg.vector_norm(clean, dim=-1).clamp_min(1e-12)}
+
+
+def embedding_view(clean: Tensor, protected: Tensor, *, digits: int = 4) -> dict[str, Any]:
+    """The 2-D picture of seed 003's shift: clean and protected embeddings ``[n, d]``
+    (row i of each from the same window), projected together onto their first two
+    principal components (PCA of the ``2n`` points, centred on their mean).
+
+    Returns JSON-ready lists: ``clean`` and ``protected`` (``n`` points ``[x, y]`` each),
+    ``explained_variance`` (share of the points' variance on each axis, 0 for an axis the
+    points do not span, e.g. the second one of a single pair), ``cosine_similarity`` and
+    ``normalized_l2`` per window (:func:`embedding_shift`, in the full space: the picture
+    may shorten a shift, these numbers do not). Each axis's sign is fixed so that its
+    largest loading is positive, so the same embeddings always give the same picture.
+    Distances between points equal the full-space ones whenever the points span at most
+    two dimensions. Empty input gives empty lists.
+    """
+    if clean.shape != protected.shape or clean.dim() != 2:
+        raise InputError(f"embedding_view: clean {tuple(clean.shape)} and protected "
+                         f"{tuple(protected.shape)}; give two [windows, dim] tensors of one shape")
+    n = clean.shape[0]
+    if n == 0:
+        return {"method": _VIEW_METHOD, "clean": [], "protected": [], "explained_variance": [0.0, 0.0],
+                "cosine_similarity": [], "normalized_l2": []}
+    points = torch.cat([clean, protected]).detach().to("cpu", torch.float64)
+    centred = points - points.mean(dim=0)
+    _, singular, axes = torch.linalg.svd(centred, full_matrices=False)
+    axes = axes[:2]
+    signs = torch.sign(axes.gather(1, axes.abs().argmax(dim=1, keepdim=True)))
+    coords = centred @ (axes * torch.where(signs == 0, 1.0, signs)).T
+    coords = F.pad(coords, (0, 2 - coords.shape[1]))
+    variance = singular.square()
+    total = float(variance.sum())
+    shares = [round(float(v) / total, digits) if total > 0 else 0.0 for v in variance[:2]]
+    shift = embedding_shift(clean.detach().cpu().double(), protected.detach().cpu().double())
+
+    def rows(t: Tensor) -> list[list[float]]:
+        return [[round(float(v), digits) for v in row] for row in t]
+
+    return {"method": _VIEW_METHOD, "clean": rows(coords[:n]), "protected": rows(coords[n:]),
+            "explained_variance": shares + [0.0] * (2 - len(shares)),
+            "cosine_similarity": [round(float(v), digits) for v in shift["cosine_similarity"]],
+            "normalized_l2": [round(float(v), digits) for v in shift["normalized_l2"]]}
+
+
+_VIEW_METHOD = "PCA of the clean and protected window embeddings together (first two components)"
 
 
 class EmbeddingShiftTarget:

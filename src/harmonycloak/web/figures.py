@@ -116,8 +116,9 @@ def visqol_score(reference: np.ndarray, degraded: np.ndarray, sample_rate_hz: in
 
 def job_figures(report: dict[str, Any], files: Any, *, settings: Any,
                 check: Callable[[], None]) -> dict[str, Any]:
-    """What the page shows for a finished job: the figures, the report's notes, and a few
-    facts (target, preset, seconds)."""
+    """What the page shows for a finished job: the figures, the report's notes, a few
+    facts (target, preset, seconds), and for the embedding shift the report's 2-D view of
+    clean vs protected embeddings (None otherwise)."""
     if files.protected.suffix == ".mid":
         figures = midi_figures(report)
     else:
@@ -133,7 +134,8 @@ def job_figures(report: dict[str, Any], files: Any, *, settings: Any,
     return {"figures": figures, "notes": list(report.get("notes") or []),
             "target": report.get("target"), "mode": report.get("mode"),
             "preset": report.get("preset"), "seconds": report.get("seconds"),
-            "watermark": (report.get("watermark") or {}).get("payload")}
+            "watermark": (report.get("watermark") or {}).get("payload"),
+            "embedding_view": (report.get("verification") or {}).get("embedding_view")}
 
 
 def _visqol_of(files: Any, excerpt_s: float) -> float | None:

@@ -350,6 +350,7 @@ function fillDone(card, job) {
       h("div", { class: "value", text: f.display }),
       h("div", { class: "explain", text: f.explain })))));
   for (const note of result.notes || []) body.append(h("p", { class: "note", text: note }));
+  if (result.embedding_view && result.embedding_view.clean.length) body.append(buildEmbeddingView(result.embedding_view));
   if (job.kind === "audio") body.append(buildPlayer(job));
   const img = h("img", { alt: job.kind === "audio"
     ? `Spectrograms of ${job.name}: original, protected, and the added sound amplified`
@@ -362,6 +363,49 @@ function fillDone(card, job) {
     job.kind === "midi" ? "Download .mid" : "Download");
   body.append(h("div", { class: "actions" }, download,
     h("a", { href: job.urls.report, download: "", text: "report (JSON)" })));
+}
+
+// ------------------------------------------------------------------ the embedding view
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) el.setAttribute(key, String(value));
+  for (const child of children) el.append(child);
+  return el;
+}
+
+function buildEmbeddingView(view) {
+  // Seed 003's picture: each window's clean embedding (e) and the protected one (e'),
+  // projected together onto their first two principal components, with e -> e' drawn.
+  const size = 320, pad = 24;
+  const all = view.clean.concat(view.protected);
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const span = Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys), 1e-9);
+  const cx = (Math.max(...xs) + Math.min(...xs)) / 2, cy = (Math.max(...ys) + Math.min(...ys)) / 2;
+  const at = (p) => [size / 2 + (p[0] - cx) / span * (size - 2 * pad), size / 2 - (p[1] - cy) / span * (size - 2 * pad)];
+  const plot = svg("svg", { viewBox: `0 0 ${size} ${size}`, class: "embedding-plot", role: "img",
+    "aria-label": "Clean and protected embeddings of each window, in two dimensions" });
+  view.clean.forEach((p, i) => {
+    const [x1, y1] = at(p), [x2, y2] = at(view.protected[i]);
+    plot.append(svg("line", { x1, y1, x2, y2, class: "shift" }));
+    plot.append(svg("circle", { cx: x1, cy: y1, r: 5, class: "clean" }, svg("title", {}, `window ${i + 1}, original`)));
+    plot.append(svg("circle", { cx: x2, cy: y2, r: 5, class: "protected" }, svg("title", {}, `window ${i + 1}, protected`)));
+  });
+  const mean = (a) => a.reduce((s, v) => s + v, 0) / a.length;
+  const cos = mean(view.cosine_similarity), moved = mean(view.normalized_l2);
+  return h("details", { class: "pictures embedding-view", open: true },
+    h("summary", { text: "How the embedding moved" }),
+    h("div", { class: "embedding-row" }, plot,
+      h("div", {},
+        h("p", { class: "legend" }, h("span", { class: "dot clean" }), " original ",
+          h("span", { class: "dot protected" }, ""), " protected, one pair per window"),
+        h("p", { text: `Average similarity ${cos.toFixed(3)} (1 = unchanged; the seed aims below 0.3); ` +
+          `average shift Δe ${moved.toFixed(3)} (the seed aims above 0.5).` }),
+        h("p", { class: "note", text: "A model that learns from this file's embedding learns it at the protected " +
+          "point, away from where your music really is. The picture flattens many dimensions into two " +
+          `(${Math.round(100 * (view.explained_variance[0] + view.explained_variance[1]))} % of the spread shown); ` +
+          "the numbers are measured in full." }))));
 }
 
 async function cancelJob(id) {
