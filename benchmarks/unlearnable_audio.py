@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +40,10 @@ SAMPLE_RATE_HZ = 44_100
 
 
 def load_excerpts(count: int, seconds: float) -> torch.Tensor:
-    """``[count, 2, samples]`` excerpts, evenly spaced inside every usable dev track."""
+    """``[count, 2, samples]`` excerpts, evenly spaced inside every usable dev track
+    (44.1 kHz stereo tracks of at least four excerpts; six excerpts each; seed-0 shuffle)."""
     from harmonycloak.errors import InputError
+    from harmonycloak.evaluate.harness import AUDIO_HINT, excerpts
     from harmonycloak.io.audio import load_audio
 
     n = int(seconds * SAMPLE_RATE_HZ)
@@ -55,12 +56,9 @@ def load_excerpts(count: int, seconds: float) -> torch.Tensor:
         x = clip.samples
         if clip.sample_rate_hz != SAMPLE_RATE_HZ or x.shape[0] != 2 or x.shape[1] < 4 * n:
             continue
-        per = 6
-        for k in range(per):
-            start = int(x.shape[1] * (k + 1) / (per + 1)) - n // 2
-            clips.append(x[:, start:start + n])
+        clips += excerpts(x, n, per=6, min_rms=0.0)
     if not clips:
-        raise SystemExit("no dev music: run `bash scripts/get_dev_music.sh` first")
+        raise SystemExit(f"no dev music: {AUDIO_HINT}")
     order = np.random.default_rng(0).permutation(len(clips))[:count]
     return torch.from_numpy(np.stack([clips[i] for i in order])).float()
 
@@ -80,7 +78,9 @@ def fit_stage1(target, data: torch.Tensor, steps: int) -> list[float]:
 
 
 def stage1_module(target):
-    return target.tokenizer if hasattr(target, "tokenizer") else target.vae
+    from harmonycloak.evaluate.harness import _stage1
+
+    return _stage1(target)
 
 
 def eot_channel(kind: str, generator: torch.Generator):
@@ -96,77 +96,54 @@ def eot_channel(kind: str, generator: torch.Generator):
 
 
 def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Namespace):
-    from harmonycloak.perturb.audio_delta import DominantTonePerturbation, MaskedSpectrumPerturbation
-    from harmonycloak.perturb.budget import dominant_tone_budget, masked_spectrum_budget
-    from harmonycloak.perturb.optimize import EngineSettings, min_min
+    """The cloak on P (:func:`harmonycloak.evaluate.harness.craft_audio`) against a target
+    trained alongside from scratch over the frozen first stage."""
+    from harmonycloak.evaluate.harness import craft_audio
+    from harmonycloak.perturb.optimize import EngineSettings
 
-    n = protected.shape[-1]
-    long = torch.cat(list(protected), dim=1)                      # [2, clips * n]
-    if args.mode == "spectrum":
-        perturbation = MaskedSpectrumPerturbation(masked_spectrum_budget(long, SAMPLE_RATE_HZ))
-    else:
-        perturbation = DominantTonePerturbation(dominant_tone_budget(long, SAMPLE_RATE_HZ))
     crafter = new_target(name, seed=2)
     stage1_module(crafter).load_state_dict(stage1)
     channel = eot_channel(args.eot, torch.Generator().manual_seed(5))
-
-    def to_model(y: torch.Tensor) -> torch.Tensor:
-        batch = torch.stack(torch.split(y, n, dim=1))
-        return channel(batch) if channel is not None else batch
-
-    t0 = time.perf_counter()
-    result = min_min(long, perturbation, crafter, to_model=to_model,
-                     regularizer=perturbation.regularizer,
-                     settings=EngineSettings(args.rounds, 5, 20, args.pgd_step, args.alpha, 8),
-                     generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        cloaked = torch.stack(torch.split(perturbation.apply(long, result.params), n, dim=1))
-    return cloaked, long, perturbation.apply(long, result.params).detach(), time.perf_counter() - t0
+    cloaked, summary = craft_audio(protected, crafter, sample_rate_hz=SAMPLE_RATE_HZ,
+                                   settings=EngineSettings(args.rounds, 5, 20, args.pgd_step,
+                                                           args.alpha, 8),
+                                   mode=args.mode, channel=channel, seed=0)
+    return cloaked, summary
 
 
 def as_16bit(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x.clamp(-1, 1 - 2 ** -15) * 32768.0) / 32768.0
+    from harmonycloak.evaluate.harness import as_16bit as quantize
+
+    return quantize(x)
 
 
 def mp3(x: torch.Tensor) -> torch.Tensor:
-    from harmonycloak.io.codecs import roundtrip
+    from harmonycloak.evaluate.attacks import ATTACKS
 
-    return torch.stack([torch.from_numpy(roundtrip(c.numpy(), SAMPLE_RATE_HZ, codec="mp3",
-                                                   bitrate_kbps=128)) for c in x])
+    return torch.stack([torch.from_numpy(ATTACKS["mp3_128k"].apply(c.numpy(), SAMPLE_RATE_HZ, seed=0))
+                        for c in x])
 
 
 def attack(name: str, stage1: dict, protected: torch.Tensor, rest: torch.Tensor, steps: int):
+    """An attacker from scratch (Adam 3e-4) over the frozen first stage; its mean loss on
+    ``protected`` every 25 steps (:func:`harmonycloak.evaluate.harness.train_attacker`)."""
+    from harmonycloak.evaluate.harness import train_attacker
+
     target = new_target(name, seed=7, optimizer="adam", lr=3e-4)
     stage1_module(target).load_state_dict(stage1)
-    data = torch.cat([protected, rest])
-    generator = torch.Generator().manual_seed(3)
-    curve = []
-    for step in range(steps + 1):
-        if step % 25 == 0:
-            curve.append((step, float(target.example_losses(protected).mean())))
-        if step < steps:
-            target.train_step(data[torch.randint(len(data), (8,), generator=generator)])
-    return curve
+    curves = train_attacker(target, torch.cat([protected, rest]), {"seen": protected},
+                            steps=steps, batch_size=8, eval_every=25, seed=3)
+    return [(int(s), v) for s, v in curves["seen"]]
 
 
 def visqol_median(reference: torch.Tensor, degraded: torch.Tensor, clips: int) -> float | None:
     if clips <= 0:
         return None
-    import importlib.util
+    from harmonycloak.evaluate.metrics.perceptual import visqol, visqol_available
 
-    if importlib.util.find_spec("visqol") is None:
+    if not visqol_available():
         return None
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_watermark import visqol_or_none
-
-    scorer = visqol_or_none()
-    if scorer is None:
-        return None
-    from harmonycloak.clip import AudioClip
-
-    scores = [scorer(AudioClip(reference[i].numpy(), SAMPLE_RATE_HZ), degraded[i].numpy())
+    scores = [visqol(reference[i].numpy(), degraded[i].numpy(), SAMPLE_RATE_HZ)
               for i in range(min(clips, len(reference)))]
     return round(float(np.median(scores)), 3)
 
@@ -190,8 +167,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from harmonycloak.psychoacoustics.nmr import nmr_summary, noise_to_mask_ratio
-
     clips = load_excerpts(args.clips, args.seconds)
     n_protected = max(1, round(args.share * len(clips)))
     protected, rest = clips[:n_protected], clips[n_protected:]
@@ -204,11 +179,12 @@ def main() -> None:
         print(f"stage 1 ({args.stage1_steps} steps): loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     else:
         print("stage 1: not trained (a seeded random tokenizer / VAE, frozen)")
-    cloaked, long, long_cloaked, craft_s = craft(args.target, protected, stage1, args)
+    cloaked, summary = craft(args.target, protected, stage1, args)
+    craft_s = summary["craft_s"]
     cloaked = as_16bit(cloaked)
     noise = cloaked - protected
     snr_db = 10 * np.log10(float(protected.square().sum() / noise.square().sum()))
-    nmr = nmr_summary(noise_to_mask_ratio(long_cloaked - long, long, SAMPLE_RATE_HZ))
+    nmr = summary["nmr"]
     gen = torch.Generator().manual_seed(9)
     gaussian = torch.randn(protected.shape, generator=gen)
     scale = protected.square().mean(dim=(1, 2), keepdim=True).sqrt() / 10 ** (snr_db / 20)

@@ -1,10 +1,12 @@
 """Figure-5 and table-3 analogue for MIDI: does the cloak make a protected subset unlearnable?
 
     .venv/bin/python benchmarks/unlearnable_midi.py --target symbolic-lm|musegan
-        [--files 120] [--phrases 667] [--share 0.15] [--steps 150] [--generate 64]
-        [--rounds 5] [--pgd-step 0.001] [--alpha paper-default] [--json-out F]
+        [--corpus data/dev-midi] [--files 120] [--phrases 667] [--share 0.15] [--steps 150]
+        [--generate 64] [--rounds 5] [--pgd-step 0.001] [--alpha paper-default] [--json-out F]
 
-1. Phrases from the dev MIDI corpus (``scripts/make_dev_midi.py``; every ``files``-th
+1. Phrases from a MIDI corpus (``--corpus``: the music21 dev corpus of
+   ``scripts/make_dev_midi.py`` by default, or the mma groove corpus of
+   ``scripts/make_dev_grooves.py``, data/dev-grooves; every ``files``-th
    file is read); ``--phrases`` of them are drawn (seed 0); the first ``share`` of those
    (15 %, the paper's default, or 1.0 for all) is the protected artist's set P.
 2. The cloak is crafted on P with the engine (``perturb.optimize.min_min``) against a
@@ -28,20 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-TRACKS = ("Bass", "Drums", "Guitar", "Piano", "Strings")
 
 
-def load_phrases(files_every: int, count: int) -> np.ndarray:
+def load_phrases(corpus: Path, files_every: int, count: int) -> np.ndarray:
     from harmonycloak.targets.registry import corpus_files, corpus_phrases
 
-    files = corpus_files(ROOT / "data" / "dev-midi")[::files_every]
+    files = corpus_files(corpus)[::files_every]
     phrases = corpus_phrases(files)
     order = np.random.default_rng(0).permutation(len(phrases))
     return phrases[order[:count]]
@@ -49,78 +49,52 @@ def load_phrases(files_every: int, count: int) -> np.ndarray:
 
 def as_roll(phrases: np.ndarray):
     """Phrases side by side as one long five-track roll at 120 qpm (12 steps per beat)."""
-    from harmonycloak.clip import PianoRoll
+    from harmonycloak.evaluate.harness import as_roll as roll
 
-    velocities = np.concatenate(list(phrases.reshape(len(phrases), 5, -1, 84)), axis=1)
-    return PianoRoll(velocities=velocities, steps_per_beat=12, lowest_pitch=24,
-                     programs=(33, 0, 25, 0, 48), is_drum=(False, True, False, False, False),
-                     track_names=TRACKS)
+    return roll(phrases)
 
 
 def craft(name: str, protected: np.ndarray, args: argparse.Namespace) -> tuple[np.ndarray, dict]:
-    """The cloaked copy of ``protected`` and a summary of the perturbation."""
-    from harmonycloak.perturb.optimize import EngineSettings, min_min, track_weights
-    from harmonycloak.perturb.parametrize import MidiVelocityPerturbation
-    from harmonycloak.perturb.phrases import phrases_tensor
-    from harmonycloak.perturb.windows import note_slots
+    """The cloaked copy of ``protected`` and a summary of the perturbation
+    (:func:`harmonycloak.evaluate.harness.craft_midi` against a target from scratch)."""
+    from harmonycloak.evaluate.harness import craft_midi
+    from harmonycloak.perturb.optimize import EngineSettings
     from harmonycloak.targets.registry import DEFAULT_ALPHA, new_target
 
-    roll = as_roll(protected)
-    slots = note_slots(roll)
-    x = torch.from_numpy(roll.velocities)
-    perturbation = MidiVelocityPerturbation(slots, tuple(x.shape))
-    weights = track_weights(x)
     alpha = DEFAULT_ALPHA[name] if args.alpha is None else args.alpha
     settings = EngineSettings(args.rounds, args.outer_steps, args.inner_steps, args.pgd_step,
                               alpha, 16)
-    crafter = new_target(name, seed=1)
-    t0 = time.perf_counter()
-    result = min_min(x, perturbation, crafter, to_model=phrases_tensor,
-                     regularizer=lambda p: (weights * perturbation.track_rms(p, 5)).sum(),
-                     settings=settings, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        cloaked = phrases_tensor(perturbation.apply(x, result.params)).numpy()
-    delta = perturbation.slot_delta(result.params).detach().numpy() * 127.0
-    return cloaked, {"slots": slots.count, "craft_s": round(time.perf_counter() - t0, 1),
-                     "velocity_raise_mean": round(float(delta.mean()), 2),
-                     "velocity_raise_max": round(float(delta.max()), 1), "alpha": alpha,
-                     "history": result.history}
+    return craft_midi(protected, new_target(name, seed=1), settings=settings, seed=0)
 
 
 def attack(name: str, protected: np.ndarray, rest: np.ndarray, steps: int):
-    """Train an attacker from scratch; loss on ``protected`` every 25 steps."""
+    """Train an attacker from scratch; loss on ``protected`` every 25 steps
+    (:func:`harmonycloak.evaluate.harness.train_attacker`)."""
+    from harmonycloak.evaluate.harness import train_attacker
     from harmonycloak.targets.registry import ATTACKER_OPTIMIZER, new_target
 
     optimizer, lr = ATTACKER_OPTIMIZER[name]
     target = new_target(name, seed=7, optimizer=optimizer, lr=lr)
     data = torch.from_numpy(np.concatenate([protected, rest]))
-    probe = torch.from_numpy(protected)
-    generator = torch.Generator().manual_seed(3)
-    curve = []
-    for step in range(steps + 1):
-        if step % 25 == 0:
-            curve.append((step, float(target.example_losses(probe).mean())))
-        if step < steps:
-            index = torch.randint(len(data), (16,), generator=generator)
-            target.train_step(data[index])
-    return target, curve
+    curves = train_attacker(target, data, {"seen": torch.from_numpy(protected)}, steps=steps,
+                            batch_size=16, eval_every=25, seed=3)
+    return target, [(int(s), v) for s, v in curves["seen"]]
 
 
 def metrics(phrases: np.ndarray) -> dict[str, float]:
-    """Mean EB, UPC, QN over pitched tracks and DP of the drums, phrases as one roll."""
-    from harmonycloak.evaluate.metrics.symbolic import track_metrics
+    """Mean EB, UPC, QN over pitched tracks, DP of the drums and mean TD, phrases as one
+    roll (:func:`harmonycloak.evaluate.harness.midi_metrics`)."""
+    from harmonycloak.evaluate.harness import midi_metrics
 
-    per_track = track_metrics(as_roll(phrases))
-    out = {}
-    for key in ("empty_bar_rate", "used_pitch_classes", "qualified_note_rate", "drum_pattern_rate"):
-        values = [v[key] for v in per_track.values() if key in v and np.isfinite(v[key])]
-        out[key] = round(float(np.mean(values)), 4) if values else None  # JSON has no NaN
-    return out
+    return midi_metrics(phrases)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="symbolic-lm", choices=("musegan", "symbolic-lm"))
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "dev-midi",
+                        help="MIDI corpus folder (default data/dev-midi, the music21 corpus; "
+                             "data/dev-grooves is the mma corpus with performed velocities)")
     parser.add_argument("--files", type=int, default=10, help="read every Nth corpus file")
     parser.add_argument("--phrases", type=int, default=667)
     parser.add_argument("--share", type=float, default=0.15)
@@ -136,7 +110,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    phrases = load_phrases(args.files, args.phrases)
+    phrases = load_phrases(args.corpus, args.files, args.phrases)
     n_protected = max(1, round(args.share * len(phrases)))
     protected, rest = phrases[:n_protected], phrases[n_protected:]
     print(f"{len(phrases)} phrases, protected {n_protected} ({args.share:.0%}); "
@@ -152,8 +126,9 @@ def main() -> None:
     print("clean   " + " ".join(f"{v:7.3f}" for _, v in clean))
     print("cloaked " + " ".join(f"{v:7.3f}" for _, v in cloak))
     print("ratio   " + " ".join(f"{r:7.3f}" for _, r in ratio) + "   (target <= 0.10)")
-    result = {"target": args.target, "share": args.share, "phrases": len(phrases),
-              "steps": args.steps, "cloak": summary, "clean": clean, "cloaked": cloak,
+    result = {"target": args.target, "corpus": str(args.corpus), "share": args.share,
+              "phrases": len(phrases), "steps": args.steps, "cloak": summary, "clean": clean,
+              "cloaked": cloak,
               "ratio": ratio}
     if args.generate:
         rows = {"protected data": metrics(protected)}

@@ -18,6 +18,7 @@ from harmonycloak.cli import analyze as analyze_cmd
 from harmonycloak.cli import watermark as watermark_cmd
 from harmonycloak.cli import audit as audit_cmd
 from harmonycloak.cli import catalog as catalog_cmd
+from harmonycloak.cli import evaluate as evaluate_cmd
 from harmonycloak.cli import protect as protect_cmd
 from harmonycloak.cli import rights as rights_cmd
 from harmonycloak.cli import serve as serve_cmd
@@ -59,6 +60,7 @@ app.add_typer(rights_cmd.app, name="rights")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.command("audit")(audit_cmd.audit)
 app.command("protect")(protect_cmd.protect)
+app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("serve")(serve_cmd.serve)
 
 
