@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -90,3 +94,17 @@ def one_torch_thread() -> Iterator[None]:
 
     with single_thread():
         yield
+
+
+def load_script(name: str) -> Iterator[ModuleType]:
+    """Import ``scripts/NAME.py`` as a module for the length of a fixture; it is registered
+    in ``sys.modules`` while in use because its dataclasses look their module up there."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from harmonycloak.io.midi import load_midi
 
 pytest.importorskip("music21")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_dev_midi.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("make_dev_midi", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    yield from load_script("make_dev_midi")
 
 
 def test_converts_one_chorale_and_one_folk_song(script, tmp_path: Path, capsys) -> None:
