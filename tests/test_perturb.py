@@ -205,3 +205,43 @@ def test_min_min_is_deterministic():
     b, *_ = _engine_case(seed=3)
     assert torch.equal(a.params, b.params)
     assert a.history == b.history
+
+
+class _Shift:
+    """x + params, with the step scale of a plain additive perturbation."""
+
+    def init_params(self):
+        return torch.zeros(7, 12, requires_grad=True)
+
+    def apply(self, x, params):
+        return x + params
+
+    def step_scale(self, params):
+        return torch.ones(())
+
+
+class _PerExample:
+    """L = mean over examples of a nonlinear per-example loss (no cross-example terms)."""
+
+    def __init__(self) -> None:
+        self.weights = torch.linspace(0.5, 2.0, 4)
+
+    def loss(self, x):
+        return (torch.tanh(x * self.weights).square().sum(dim=(1, 2)) + x[:, 0, 0].exp()).mean()
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, 4])
+def test_grouped_pgd_loss_gives_the_whole_batch_gradient(group):
+    from harmonycloak.perturb.optimize import _loss_and_grad
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 12, generator=gen)
+    params = (0.3 * torch.randn(7, 12, generator=gen)).requires_grad_(True)
+    to_model = lambda y: y.reshape(7, 3, 4)  # noqa: E731  7 examples of [3, 4]
+    regularizer = lambda p: p.square().sum().sqrt()  # noqa: E731
+    args = (x, params, _Shift(), _PerExample(), to_model, regularizer, 0.3)
+    whole = _loss_and_grad(*args, None)
+    grouped = _loss_and_grad(*args, group)
+    for a, b in zip(whole, grouped):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert grouped[2].abs().sum() > 0 and params.grad is None   # gradient returned, not accumulated

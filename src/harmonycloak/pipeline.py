@@ -885,8 +885,9 @@ def _craft_audio_whitebox(target: AudioTargetChoice, x: Any, perturbation: Any, 
         model.set_reference(chunks)
     engine = config.engine
     alpha = engine.alpha if engine.alpha is not None else DEFAULT_ALPHA[target.name]
-    settings = EngineSettings.from_config(engine, alpha=alpha,
-                                          batch_size=min(engine.batch_size, chunks.shape[0]))
+    batch = min(engine.batch_size, chunks.shape[0])
+    # PGD sees the chunks in groups of the outer batch: memory stays that of one batch
+    settings = EngineSettings.from_config(engine, alpha=alpha, batch_size=batch, loss_group=batch)
     before = _audio_loss_pair(model, to_clips, x, perturbation, perturbation.init_params())
     say("optimizing")
     shared = SharedDelta(perturbation)
@@ -1154,8 +1155,12 @@ def _load_audio_target(choice: AudioTargetChoice, *, sample_rate_hz: int, seed: 
 def _mean_loss(model: Any, to_clips: Callable[[Any], Any], y: Any) -> float:
     import torch
 
-    with torch.no_grad():
-        return float(model.example_losses(to_clips(y)).mean())
+    with torch.no_grad():  # a few chunks at a time: a long file's activations never all at once
+        return float(torch.cat([model.example_losses(part) for part in to_clips(y).split(_EVAL_CHUNKS)]).mean())
+
+
+#: Chunks per forward pass when measuring a file's loss (verification, report).
+_EVAL_CHUNKS = 4
 
 
 def _audio_loss_pair(model: Any, to_clips: Callable[[Any], Any], x: Any, perturbation: Any,

@@ -44,7 +44,14 @@ class Perturbation(Protocol):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """The loop's knobs (see :class:`harmonycloak.config.EngineConfig` for the user side)."""
+    """The loop's knobs (see :class:`harmonycloak.config.EngineConfig` for the user side).
+
+    ``loss_group``: when set, each PGD iteration evaluates the target's loss on groups of
+    at most this many examples (audio chunks) and adds up their gradients, so the model's
+    activations for a long file never exist all at once; the gradient is the full batch's
+    (for targets whose ``loss`` is a mean over independent examples; see
+    :func:`_loss_and_grad`). None evaluates the whole batch at once (MIDI phrases).
+    """
 
     outer_rounds: int
     outer_steps: int
@@ -52,14 +59,17 @@ class EngineSettings:
     pgd_step: float
     alpha: float
     batch_size: int
+    loss_group: int | None = None
 
     @classmethod
-    def from_config(cls, engine: Any, *, alpha: float, batch_size: int) -> EngineSettings:
+    def from_config(cls, engine: Any, *, alpha: float, batch_size: int,
+                    loss_group: int | None = None) -> EngineSettings:
         """The loop's settings from an :class:`~harmonycloak.config.EngineConfig`, with the
-        resolved α and the outer minibatch size (at most the examples there are)."""
+        resolved α, the outer minibatch size (at most the examples there are) and the
+        PGD loss group (None: all at once)."""
         return cls(outer_rounds=engine.outer_rounds, outer_steps=engine.outer_steps,
                    inner_steps=engine.inner_steps, pgd_step=engine.pgd_step, alpha=alpha,
-                   batch_size=batch_size)
+                   batch_size=batch_size, loss_group=loss_group)
 
 
 @dataclass
@@ -82,11 +92,36 @@ def track_weights(velocities: Tensor) -> Tensor:
     return torch.ones_like(per_track) if total <= 0 else 1.0 - per_track / total
 
 
-def _objective(x: Tensor, params: Tensor, perturbation: Perturbation, target: Target,
-               to_model: Callable[[Tensor], Tensor], regularizer: Callable[[Tensor], Tensor],
-               alpha: float) -> tuple[Tensor, Tensor]:
-    generative = target.loss(to_model(perturbation.apply(x, params)))
-    return generative + alpha * regularizer(params), generative
+def _loss_and_grad(x: Tensor, params: Tensor, perturbation: Perturbation, target: Target,
+                   to_model: Callable[[Tensor], Tensor], regularizer: Callable[[Tensor], Tensor],
+                   alpha: float, group: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The objective of eq. 5 (detached), its generative part, and its gradient in ``params``.
+
+    With ``group``, x + δ is rendered once, then the target's loss is evaluated on groups
+    of ``group`` examples, each weighted by its share of the batch, and the gradients
+    with respect to the model's input are joined before one backward pass through the
+    rendering: the same gradient as the whole batch's for a loss that is the mean of
+    per-example losses, with the model's activations held for one group at a time.
+    """
+    batch = to_model(perturbation.apply(x, params))
+    count = batch.shape[0]
+    if group is None or count <= group:
+        generative = target.loss(batch)
+        loss = generative + alpha * regularizer(params)
+        (grad,) = torch.autograd.grad(loss, params)
+        return loss.detach(), generative.detach(), grad
+    parts, grads = [], []
+    for piece in batch.detach().split(group):
+        piece.requires_grad_(True)
+        part = target.loss(piece) * (piece.shape[0] / count)
+        (g,) = torch.autograd.grad(part, piece)
+        parts.append(part.detach())
+        grads.append(g)
+    penalty = alpha * regularizer(params)
+    (grad,) = torch.autograd.grad((batch, penalty), params,
+                                  grad_outputs=(torch.cat(grads), torch.ones_like(penalty)))
+    generative = torch.stack(parts).sum()
+    return (generative + penalty).detach(), generative, grad
 
 
 def _pgd_step(params: Tensor, grad: Tensor, perturbation: Perturbation, pgd_step: float) -> Tensor:
@@ -126,9 +161,8 @@ def min_min(x: Tensor, perturbation: Perturbation, target: Target, *,
     for round_index in range(settings.outer_rounds):
         train_loss = _outer_steps(x, params, perturbation, target, to_model, settings, generator)
         for iteration in range(settings.inner_steps):
-            loss, generative = _objective(x, params, perturbation, target, to_model,
-                                          regularizer, settings.alpha)
-            (grad,) = torch.autograd.grad(loss, params)
+            loss, generative, grad = _loss_and_grad(x, params, perturbation, target, to_model,
+                                                    regularizer, settings.alpha, settings.loss_group)
             params = _pgd_step(params, grad, perturbation, settings.pgd_step)
             values = {"loss": float(loss.detach()), "generative": float(generative.detach())}
             if on_iteration is not None:

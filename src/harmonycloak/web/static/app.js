@@ -638,7 +638,7 @@ function renderAudit(report) {
     report.tracks.length ? h("table", { class: "audit" }, rows) : h("p", { text: "No audio files found." }),
     report.site ? h("div", {}, h("h3", { text: "Your website" }),
       h("table", { class: "audit" }, report.site.map((c) => h("tr", {}, h("td", { text: c.check }), statusCell(c))))) : null,
-    report.skipped.length ? h("div", {}, h("h3", { text: "Files that could not be read" }),
+    report.skipped.length ? h("div", {}, h("h3", { text: "Files not checked, and why" }),
       h("ul", {}, report.skipped.map((s) => h("li", { text: `${s.path} — ${s.reason}` })))) : null,
     h("p", {}, h("a", { href: "/api/audit/report.html", download: "harmonycloak-audit.html", text: "Save this report as a web page" })),
   ].filter(Boolean));
