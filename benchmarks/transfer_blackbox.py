@@ -3,7 +3,7 @@ unlearnable for models that are not in the bag?
 
     .venv/bin/python benchmarks/transfer_blackbox.py [--clips 36] [--share 0.25]
         [--seconds 4] [--preset standard-v1] [--steps 150] [--attackers codec-lm,latent-diffusion,contrastive]
-        [--json-out F]
+        [--warm-steps 0] [--families codec-lm,...] [--json-out F]
 
 1. Excerpts of the dev music (``scripts/get_dev_music.sh``), as
    ``benchmarks/unlearnable_audio.py`` takes them; the first ``share`` is the protected set P.
@@ -40,9 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unlearnable_audio import SAMPLE_RATE_HZ, as_16bit, load_excerpts  # noqa: E402
 
 
-def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0):
+def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0, warm_steps: int = 0,
+                   families: tuple[str, ...] | None = None):
     """The bag's cloak on ``protected [n, channels, samples]`` (the clips side by side as
-    one piece, its masking budget, the clips as the batch)."""
+    one piece, its masking budget, the clips as the batch). ``warm_steps``: each surrogate
+    first trains that many steps on the clean clips (batches of 8), so the loop starts
+    from models that have seen the music rather than from random weights."""
     from harmonycloak.config import preset
     from harmonycloak.perturb.audio_delta import MaskedSpectrumPerturbation
     from harmonycloak.perturb.budget import masked_spectrum_budget
@@ -53,6 +56,10 @@ def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0):
     from harmonycloak.targets.bag import AUDIO_BAG, AUDIO_MODEL_RATE_HZ, bag_alphas, build_bag
 
     bb = preset(preset_name).blackbox
+    specs = tuple(m for m in AUDIO_BAG if families is None or m.family in families)
+    if len(specs) < 2:
+        raise SystemExit(f"--families {families}: keep at least two members of the bag")
+    bb = replace(bb, sample_size=min(bb.sample_size, len(specs)))
     n = protected.shape[-1]
     long = torch.cat(list(protected), dim=1)
     perturbation = MaskedSpectrumPerturbation(masked_spectrum_budget(long, SAMPLE_RATE_HZ), seed=seed)
@@ -65,9 +72,15 @@ def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0):
                        batch_size=min(8, len(protected)),
                        pgd_batch=bb.pgd_batch and max(bb.pgd_batch, len(protected) // 3))
     t0 = time.perf_counter()
-    result = meta_min_min(long, shared, build_bag(AUDIO_BAG, seed=seed), to_model=to_model,
+    bag = build_bag(specs, seed=seed)
+    warm_data = to_model(long)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for member in bag:
+        for _ in range(warm_steps):
+            member.train_step(warm_data[torch.randint(len(warm_data), (min(8, len(warm_data)),), generator=gen)])
+    result = meta_min_min(long, shared, bag, to_model=to_model,
                           regularizer=shared.regularizer,
-                          alphas=bag_alphas(AUDIO_BAG), settings=settings,
+                          alphas=bag_alphas(specs), settings=settings,
                           generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         cloaked_long = perturbation.apply(long, result.params)
@@ -126,6 +139,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--attackers", default="codec-lm,latent-diffusion,contrastive")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--families", default=None,
+                        help="comma-separated bag families to keep (codec-lm, latent-diffusion, contrastive)")
+    parser.add_argument("--warm-steps", type=int, default=0,
+                        help="train each surrogate this many steps on the clean protected clips first")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,7 +151,8 @@ def main() -> None:
     k = max(1, round(args.share * len(clips)))
     protected, rest = clips[:k], clips[k:]
     print(f"{len(clips)} excerpts of {args.seconds} s, protected {k}; load {os.getloadavg()[0]:.2f}")
-    cloaked, summary = craft_blackbox(protected, args.preset)
+    families = tuple(args.families.split(",")) if args.families else None
+    cloaked, summary = craft_blackbox(protected, args.preset, warm_steps=args.warm_steps, families=families)
     cloaked = as_16bit(cloaked)
     noise = cloaked - protected
     snr_db = 10 * np.log10(float(protected.square().sum() / noise.square().sum()))
@@ -148,7 +166,7 @@ def main() -> None:
         matrix[name] = {"steps": [int(s) for s, _ in clean], "clean": [v for _, v in clean],
                         "cloaked": [v for _, v in cloak], "ratio": ratios}
         print(f"{name:17s} ratio cloaked/clean per 25 steps: " + " ".join(f"{r:.3f}" for r in ratios))
-    line = json.dumps({"preset": args.preset, "clips": len(clips), "protected": k,
+    line = json.dumps({"preset": args.preset, "warm_steps": args.warm_steps, "families": families, "clips": len(clips), "protected": k,
                        "seconds": args.seconds, "snr_db": round(snr_db, 2), "nmr": summary["nmr"],
                        "craft_s": summary["craft_s"], "matrix": matrix})
     print(line)

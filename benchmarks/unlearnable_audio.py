@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/unlearnable_audio.py --target codec-lm|latent-diffusion
         [--clips 108] [--share 0.15] [--seconds 4] [--mode spectrum|tone]
         [--stage1-steps 300] [--steps 300] [--rounds 3] [--eot none|proxy|mp3]
-        [--visqol 4] [--json-out F]
+        [--visqol 4] [--per-codebook] [--json-out F]
 
 1. Excerpts of ``--seconds`` from the dev music (``scripts/get_dev_music.sh``; 44.1 kHz
    stereo tracks, several excerpts per track, shuffled with seed 0); the first ``share``
@@ -124,16 +124,41 @@ def mp3(x: torch.Tensor) -> torch.Tensor:
                         for c in x])
 
 
-def attack(name: str, stage1: dict, protected: torch.Tensor, rest: torch.Tensor, steps: int):
+def attack(name: str, stage1: dict, protected: torch.Tensor, rest: torch.Tensor, steps: int,
+           *, per_codebook: bool = False):
     """An attacker from scratch (Adam 3e-4) over the frozen first stage; its mean loss on
-    ``protected`` every 25 steps (:func:`harmonycloak.evaluate.harness.train_attacker`)."""
+    ``protected`` every 25 steps (:func:`harmonycloak.evaluate.harness.train_attacker`),
+    and with ``per_codebook`` (codec LM) the trained attacker's NLL per codebook on it."""
     from harmonycloak.evaluate.harness import train_attacker
 
     target = new_target(name, seed=7, optimizer="adam", lr=3e-4)
     stage1_module(target).load_state_dict(stage1)
     curves = train_attacker(target, torch.cat([protected, rest]), {"seen": protected},
                             steps=steps, batch_size=8, eval_every=25, seed=3)
-    return [(int(s), v) for s, v in curves["seen"]]
+    split = codebook_nll(target, protected) if per_codebook else None
+    return [(int(s), v) for s, v in curves["seen"]], split
+
+
+@torch.no_grad()
+def codebook_nll(target, clips: torch.Tensor) -> list[float]:
+    """The codec LM's mean NLL per predicted token of each codebook on ``clips`` (nats):
+    where its loss on the protected clips sits (the coarse first codebook carries what the
+    music is; the later ones refine the residual, where a masked δ weighs most)."""
+    wave, _ = target.to_model_rate(clips)
+    codes = target._assign(target._encode(wave), soft=False).codes
+    nll, valid, _ = target._sequence_nll(codes, None)
+    return [round(float(nll[:, k].sum() / valid[:, k].sum().clamp_min(1)), 4)
+            for k in range(nll.shape[1])]
+
+
+@torch.no_grad()
+def codes_changed(target, clean: torch.Tensor, cloaked: torch.Tensor) -> list[float]:
+    """Share of tokens per codebook that the cloak changes (same frozen tokenizer)."""
+    def codes(x):
+        wave, _ = target.to_model_rate(x)
+        return target._assign(target._encode(wave), soft=False).codes
+    a, b = codes(clean), codes(cloaked)
+    return [round(float((a[:, k] != b[:, k]).float().mean()), 4) for k in range(a.shape[1])]
 
 
 def visqol_median(reference: torch.Tensor, degraded: torch.Tensor, clips: int) -> float | None:
@@ -163,6 +188,9 @@ def main() -> None:
     parser.add_argument("--eot", default="none", choices=("none", "proxy", "mp3"))
     parser.add_argument("--visqol", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--per-codebook", action="store_true",
+                        help="codec-lm: NLL per codebook of each trained attacker on the "
+                             "protected clips, and the share of tokens the cloak changes")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -198,7 +226,17 @@ def main() -> None:
               f"Gaussian at the same SNR {quality['gaussian']}")
     runs = {"clean": protected, "cloaked": cloaked, "cloaked+mp3-128k": mp3(cloaked),
             "gaussian": gaussian}
-    curves = {label: attack(args.target, stage1, data, rest, args.steps) for label, data in runs.items()}
+    per_codebook = args.per_codebook and args.target == "codec-lm"
+    attacked = {label: attack(args.target, stage1, data, rest, args.steps, per_codebook=per_codebook)
+                for label, data in runs.items()}
+    curves = {label: curve for label, (curve, _) in attacked.items()}
+    splits = {label: split for label, (_, split) in attacked.items() if split is not None}
+    if per_codebook:
+        changed = codes_changed(base, protected, cloaked)
+        print("share of tokens the cloak changes, per codebook: " + " ".join(f"{v:.3f}" for v in changed))
+        for label, split in splits.items():
+            print(f"NLL per codebook at step {args.steps}, {label:17s}: "
+                  + " ".join(f"{v:.3f}" for v in split))
     steps = [s for s, _ in curves["clean"]]
     print("step              " + " ".join(f"{s:>7d}" for s in steps))
     for label, curve in curves.items():
@@ -210,7 +248,9 @@ def main() -> None:
     line = json.dumps({"target": args.target, "mode": args.mode, "eot": args.eot,
                        "clips": len(clips), "protected": n_protected, "seconds": args.seconds,
                        "snr_db": round(snr_db, 2), "nmr": nmr, "visqol": quality,
-                       "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios})
+                       "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios,
+                       "codebook_nll": splits or None,
+                       "codes_changed": codes_changed(base, protected, cloaked) if per_codebook else None})
     print(line)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")

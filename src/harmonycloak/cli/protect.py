@@ -8,7 +8,7 @@ applies to the kind it belongs to and must not be given for the other.
 
 ``--watermark-key KEY --watermark-payload HEX`` (both or neither) also hides the keyed
 provenance watermark in each protected audio file, combined with the cloak as
-:class:`harmonycloak.pipeline.WatermarkSplit` says (measured order and budget split), and
+:class:`harmonycloak.config.WatermarkSplit` says (measured order and budget split), and
 the report records whether it reads back; MIDI files cannot carry the audio mark and are
 refused with the flags. ``--mode`` goes to :func:`harmonycloak.pipeline.protect` unchanged:
 the pipeline decides which modes it supports.
