@@ -3,7 +3,7 @@ unlearnable for models that are not in the bag?
 
     .venv/bin/python benchmarks/transfer_blackbox.py [--clips 36] [--share 0.25]
         [--seconds 4] [--preset standard-v1] [--steps 150] [--attackers codec-lm,latent-diffusion,contrastive]
-        [--warm-steps 0] [--families codec-lm,...] [--json-out F]
+        [--warm-steps 0] [--families codec-lm,...] [--alpha A] [--json-out F]
 
 1. Excerpts of the dev music (``scripts/get_dev_music.sh``), as
    ``benchmarks/unlearnable_audio.py`` takes them; the first ``share`` is the protected set P.
@@ -41,7 +41,7 @@ from unlearnable_audio import SAMPLE_RATE_HZ, as_16bit, load_excerpts  # noqa: E
 
 
 def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0, warm_steps: int = 0,
-                   families: tuple[str, ...] | None = None):
+                   families: tuple[str, ...] | None = None, alpha: float | None = None):
     """The bag's cloak on ``protected [n, channels, samples]`` (the clips side by side as
     one piece, its masking budget, the clips as the batch). ``warm_steps``: each surrogate
     first trains that many steps on the clean clips (batches of 8), so the loop starts
@@ -80,7 +80,7 @@ def craft_blackbox(protected: torch.Tensor, preset_name: str, seed: int = 0, war
             member.train_step(warm_data[torch.randint(len(warm_data), (min(8, len(warm_data)),), generator=gen)])
     result = meta_min_min(long, shared, bag, to_model=to_model,
                           regularizer=shared.regularizer,
-                          alphas=bag_alphas(specs), settings=settings,
+                          alphas=bag_alphas(specs, alpha), settings=settings,
                           generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         cloaked_long = perturbation.apply(long, result.params)
@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--families", default=None,
                         help="comma-separated bag families to keep (codec-lm, latent-diffusion, contrastive)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="regularizer weight for every surrogate (default: each family's)")
     parser.add_argument("--warm-steps", type=int, default=0,
                         help="train each surrogate this many steps on the clean protected clips first")
     parser.add_argument("--json-out")
@@ -152,7 +154,8 @@ def main() -> None:
     protected, rest = clips[:k], clips[k:]
     print(f"{len(clips)} excerpts of {args.seconds} s, protected {k}; load {os.getloadavg()[0]:.2f}")
     families = tuple(args.families.split(",")) if args.families else None
-    cloaked, summary = craft_blackbox(protected, args.preset, warm_steps=args.warm_steps, families=families)
+    cloaked, summary = craft_blackbox(protected, args.preset, warm_steps=args.warm_steps, families=families,
+                                      alpha=args.alpha)
     cloaked = as_16bit(cloaked)
     noise = cloaked - protected
     snr_db = 10 * np.log10(float(protected.square().sum() / noise.square().sum()))
@@ -166,7 +169,7 @@ def main() -> None:
         matrix[name] = {"steps": [int(s) for s, _ in clean], "clean": [v for _, v in clean],
                         "cloaked": [v for _, v in cloak], "ratio": ratios}
         print(f"{name:17s} ratio cloaked/clean per 25 steps: " + " ".join(f"{r:.3f}" for r in ratios))
-    line = json.dumps({"preset": args.preset, "warm_steps": args.warm_steps, "families": families, "clips": len(clips), "protected": k,
+    line = json.dumps({"preset": args.preset, "warm_steps": args.warm_steps, "families": families, "alpha": args.alpha, "clips": len(clips), "protected": k,
                        "seconds": args.seconds, "snr_db": round(snr_db, 2), "nmr": summary["nmr"],
                        "craft_s": summary["craft_s"], "matrix": matrix})
     print(line)

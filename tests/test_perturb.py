@@ -245,3 +245,27 @@ def test_grouped_pgd_loss_gives_the_whole_batch_gradient(group):
     for a, b in zip(whole, grouped):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert grouped[2].abs().sum() > 0 and params.grad is None   # gradient returned, not accumulated
+
+
+def test_meta_phase_weighs_noise_against_loss_as_the_white_box_loop_does():
+    """With every member the same model, a meta-learning PGD step is the white-box step:
+    the regularizer is counted in the members' loss units like their losses (when it was
+    not, a loss scale of ~5 made it outweigh the losses and pinned δ at its lower bound)."""
+    from harmonycloak.perturb.optimize import MetaSettings, _loss_and_grad, _meta_phase, _pgd_step
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(7, 12, generator=gen)
+    params = (0.3 * torch.randn(7, 12, generator=gen)).requires_grad_(True)
+    member, shift = _PerExample(), _Shift()
+    to_model = lambda y: y.reshape(7, 3, 4)  # noqa: E731
+    regularizer = lambda p: p.square().sum().sqrt()  # noqa: E731
+    alpha = 2.0                       # large enough that its balance with L decides signs
+    _, _, grad = _loss_and_grad(x, params, shift, member, to_model, regularizer, alpha, None)
+    white = _pgd_step(params, grad, shift, 0.01)
+    settings = MetaSettings(rounds=1, sample_size=2, outer_steps=0, meta_train_steps=1,
+                            meta_test_steps=1, pgd_step=0.01, batch_size=2)
+    meta = _meta_phase(x, params, shift, [member, member], [5.0, 5.0], weight=0.5, steps=1,
+                       to_model=to_model, regularizer=regularizer, alphas=[alpha, alpha],
+                       settings=settings, generator=torch.Generator().manual_seed(0),
+                       report=lambda *_: None)
+    assert torch.equal(meta, white)

@@ -225,16 +225,23 @@ def _pgd_subset(count: int, size: int | None, generator: torch.Generator) -> Ten
 
 def _meta_phase(x: Tensor, params: Tensor, perturbation: Perturbation, members: list[Any],
                 scales: list[float], *, weight: float, steps: int, to_model: Callable[[Tensor], Tensor],
-                regularizer: Callable[[Tensor], Tensor], alpha: float, settings: MetaSettings,
+                regularizer: Callable[[Tensor], Tensor], alphas: list[float], settings: MetaSettings,
                 generator: torch.Generator, report: Callable[[float, float], None]) -> Tensor:
-    """``steps`` PGD iterations on ``weight · Σ_q L_q(x + δ) / scale_q + α · R(δ)``."""
+    """``steps`` PGD iterations on ``weight · Σ_q (L_q(x + δ) + α_q · R(δ)) / scale_q``.
+
+    The regularizer is counted in each member's units like its loss, so α weighs noise
+    against loss exactly as in the white-box loop (eq. 5); unscaled, it outweighed the
+    normalized losses several-fold (a codec LM's loss is ~5 nats, so the loss's share fell
+    to about 1/5). Measured on four codec-LM surrogates (``benchmarks/transfer_blackbox.py
+    --families codec-lm``): cloak SNR 46.7 dB unscaled, 43.2 dB scaled, 16.8 dB with
+    α = 0 — random-init surrogates' loss gradients are weak either way (see issue 4)."""
     for _ in range(steps):
         data = to_model(perturbation.apply(x, params))
         subset = _pgd_subset(data.shape[0], settings.pgd_batch, generator)
         if subset is not None:
             data = data[subset.to(data.device)]
         generative = weight * sum(m.loss(data) / s for m, s in zip(members, scales))
-        loss = generative + alpha * regularizer(params)
+        loss = generative + weight * sum(a / s for a, s in zip(alphas, scales)) * regularizer(params)
         (grad,) = torch.autograd.grad(loss, params)
         params = _pgd_step(params, grad, perturbation, settings.pgd_step)
         report(float(loss.detach()), float(generative.detach()))
@@ -263,17 +270,17 @@ def meta_min_min(x: Tensor, perturbation: Perturbation, bag: list[Any], *,
     Every round draws Q = ``settings.sample_size`` members of ``bag`` (random order from
     ``generator``). All Q take their outer training steps on x + δ (they learn from the
     protected music, as the unknown model will). **Meta-training**: PGD on
-    ``(1/Q) Σ_{q<Q} L_q(x + δ) / c_q + α R(δ)`` — eq. 9's average of the first Q − 1
+    ``(1/Q) Σ_{q<Q} (L_q(x + δ) + α R(δ)) / c_q`` — eq. 9's average of the first Q − 1
     members' gradients, each loss counted in units of its own current value ``c_q`` so
     that a family whose loss happens to be larger (nats per token against a denoising MSE)
     does not decide the sign of every step alone. **Meta-testing**: PGD on the held-out
-    Q-th member's ``L_Q(x + δ) / c_Q + α R(δ)``. The paper calls this term a divergence
+    Q-th member's ``(L_Q(x + δ) + α R(δ)) / c_Q``. The paper calls this term a divergence
     between the model's output distribution and the music's; ours is that divergence
     read for each family: KL(data ‖ model) of the next-token distributions for an LM (its
     NLL less the data's entropy, a constant), of the Gaussian noise predictions for a
     diffusion model (its MSE up to scale), of the positive-pair distribution for a
     contrastive encoder (its NT-Xent), of the "real" label for a GAN's discriminator.
-    ``alphas``: α per bag member; a phase uses the mean over its members.
+    ``alphas``: α per bag member, each in its member's units like its loss.
 
     ``on_iteration`` receives ``{"round", "iteration", "phase" ("meta-train" or
     "meta-test"), "held_out" (the Q-th member's index), "loss", "generative"}`` after each
@@ -307,10 +314,10 @@ def meta_min_min(x: Tensor, perturbation: Perturbation, bag: list[Any], *,
                   "generator": generator}
         params = _meta_phase(x, params, perturbation, [bag[i] for i in train_ids], scales[:-1],
                              weight=1.0 / q, steps=settings.meta_train_steps,
-                             alpha=sum(alphas[i] for i in train_ids) / len(train_ids),
+                             alphas=[alphas[i] for i in train_ids],
                              report=report("meta-train"), **common)
         params = _meta_phase(x, params, perturbation, [bag[test_id]], scales[-1:], weight=1.0,
-                             steps=settings.meta_test_steps, alpha=alphas[test_id],
+                             steps=settings.meta_test_steps, alphas=[alphas[test_id]],
                              report=report("meta-test"), **common)
         result.history.append({"round": round_index, "members": order, "held_out": test_id,
                                "train_loss": train_loss,
