@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from harmonycloak.cli import options
-from harmonycloak.cli.options import err, out
+from harmonycloak.cli.options import Mode, err, out
 from harmonycloak.config import Device
 
 
@@ -28,11 +28,6 @@ class Profile(str, Enum):
 class Kind(str, Enum):
     audio = "audio"
     midi = "midi"
-
-
-class Mode(str, Enum):
-    whitebox = "whitebox"
-    blackbox = "blackbox"
 
 
 def _summary(results: dict[str, Any], folder: Path) -> list[str]:

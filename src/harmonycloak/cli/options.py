@@ -7,6 +7,7 @@ exactly one JSON object).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -16,6 +17,13 @@ from harmonycloak.config import Device
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+class Mode(str, Enum):
+    """Protection mode choices (``--mode``) of protect, evaluate and serve."""
+
+    whitebox = "whitebox"
+    blackbox = "blackbox"
 
 
 @dataclass

@@ -31,15 +31,10 @@ from typing import Any
 import typer
 
 from harmonycloak.cli import options
-from harmonycloak.cli.options import err, out
+from harmonycloak.cli.options import Mode, err, out
 
 MIDI_TARGETS = ("musegan", "symbolic-lm")
 AUDIO_TARGETS = ("codec-lm", "latent-diffusion", "clap-shift")
-
-
-class Mode(str, Enum):
-    whitebox = "whitebox"
-    blackbox = "blackbox"
 
 
 class Backend(str, Enum):

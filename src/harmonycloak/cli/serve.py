@@ -8,20 +8,14 @@ files, and the app has no login). Needs the ``web`` extra.
 from __future__ import annotations
 
 import socket
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from harmonycloak.cli import options
-from harmonycloak.cli.options import err
+from harmonycloak.cli.options import Mode, err
 from harmonycloak.web.settings import DEFAULT_DATA_DIR_NAME, DEFAULT_PORT, DEFAULT_PROTECT_MODE, LOOPBACK_HOST
-
-
-class ServeMode(str, Enum):
-    whitebox = "whitebox"
-    blackbox = "blackbox"
 
 
 def _models(dirs: list[Path]) -> dict[str, str]:
@@ -64,7 +58,7 @@ def serve(
     data_dir: Path = typer.Option(None, "--data-dir", file_okay=False, show_default=False,
                                   help=f"Where jobs, protected files and the watermark key are kept "
                                        f"(default ~/{DEFAULT_DATA_DIR_NAME})."),
-    mode: ServeMode = typer.Option(ServeMode(DEFAULT_PROTECT_MODE), "--mode",
+    mode: Mode = typer.Option(Mode(DEFAULT_PROTECT_MODE), "--mode",
                                    help="whitebox: against a known model (give --model)."),
     model: Optional[list[Path]] = typer.Option(None, "--model", file_okay=False,
                                                help="A trained checkpoint folder; give one for audio "
