@@ -140,13 +140,18 @@ def attack(name: str, stage1: dict, protected: torch.Tensor, rest: torch.Tensor,
 
 
 @torch.no_grad()
+def tokens(target, clips: torch.Tensor) -> torch.Tensor:
+    """The codec LM's hard codes of ``clips``, ``[rows, codebooks, frames]``."""
+    wave, _ = target.to_model_rate(clips)
+    return target._assign(target._encode(wave), soft=False).codes
+
+
+@torch.no_grad()
 def codebook_nll(target, clips: torch.Tensor) -> list[float]:
     """The codec LM's mean NLL per predicted token of each codebook on ``clips`` (nats):
     where its loss on the protected clips sits (the coarse first codebook carries what the
     music is; the later ones refine the residual, where a masked δ weighs most)."""
-    wave, _ = target.to_model_rate(clips)
-    codes = target._assign(target._encode(wave), soft=False).codes
-    nll, valid, _ = target._sequence_nll(codes, None)
+    nll, valid, _ = target._sequence_nll(tokens(target, clips), None)
     return [round(float(nll[:, k].sum() / valid[:, k].sum().clamp_min(1)), 4)
             for k in range(nll.shape[1])]
 
@@ -154,10 +159,7 @@ def codebook_nll(target, clips: torch.Tensor) -> list[float]:
 @torch.no_grad()
 def codes_changed(target, clean: torch.Tensor, cloaked: torch.Tensor) -> list[float]:
     """Share of tokens per codebook that the cloak changes (same frozen tokenizer)."""
-    def codes(x):
-        wave, _ = target.to_model_rate(x)
-        return target._assign(target._encode(wave), soft=False).codes
-    a, b = codes(clean), codes(cloaked)
+    a, b = tokens(target, clean), tokens(target, cloaked)
     return [round(float((a[:, k] != b[:, k]).float().mean()), 4) for k in range(a.shape[1])]
 
 
@@ -231,8 +233,8 @@ def main() -> None:
                 for label, data in runs.items()}
     curves = {label: curve for label, (curve, _) in attacked.items()}
     splits = {label: split for label, (_, split) in attacked.items() if split is not None}
+    changed = codes_changed(base, protected, cloaked) if per_codebook else None
     if per_codebook:
-        changed = codes_changed(base, protected, cloaked)
         print("share of tokens the cloak changes, per codebook: " + " ".join(f"{v:.3f}" for v in changed))
         for label, split in splits.items():
             print(f"NLL per codebook at step {args.steps}, {label:17s}: "
@@ -250,7 +252,7 @@ def main() -> None:
                        "snr_db": round(snr_db, 2), "nmr": nmr, "visqol": quality,
                        "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios,
                        "codebook_nll": splits or None,
-                       "codes_changed": codes_changed(base, protected, cloaked) if per_codebook else None})
+                       "codes_changed": changed})
     print(line)
     if args.json_out:
         Path(args.json_out).write_text(line + "\n")

@@ -108,3 +108,28 @@ def load_script(name: str) -> Iterator[ModuleType]:
         yield module
     finally:
         del sys.modules[spec.name]
+
+
+def midi_file_bytes(parts: list[tuple[int, int, list[tuple[int, int, int, int]]]]) -> bytes:
+    """A type-1 Standard MIDI File at 120 bpm, 480 ticks per beat: one track per
+    ``(channel, program, notes)``, each note ``(pitch, start_tick, length_ticks, velocity)``
+    (note-offs sort before note-ons at the same tick)."""
+    import io
+
+    mido = pytest.importorskip("mido")
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)]))
+    for channel, program, notes in parts:
+        track = mido.MidiTrack([mido.Message("program_change", channel=channel, program=program, time=0)])
+        events = []
+        for pitch, start, length, velocity in notes:
+            events += [(start, 1, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)),
+                       (start + length, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0))]
+        now = 0
+        for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
+            track.append(msg.copy(time=tick - now))
+            now = tick
+        mid.tracks.append(track)
+    buffer = io.BytesIO()
+    mid.save(file=buffer)
+    return buffer.getvalue()

@@ -6,10 +6,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
+from conftest import midi_file_bytes
 from harmonycloak.cli.app import main
 from harmonycloak.config import EngineConfig, preset
 from harmonycloak.errors import InputError
@@ -36,25 +35,11 @@ def tiny_gan(tmp_path_factory) -> Path:
 @pytest.fixture()
 def song(tmp_path) -> Path:
     """Two bars: bass, piano chords and drums, with off-grid timing on one note."""
-    mido = pytest.importorskip("mido")
-    mid = mido.MidiFile(type=1, ticks_per_beat=480)
-    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)]))
-    parts = [(0, 33, [(36, 0, 960, 100), (43, 960, 960, 90), (41, 1923, 957, 95)]),
-             (1, 0, [(60, 0, 1920, 80), (64, 0, 1920, 70), (67, 1920, 1920, 85)]),
-             (9, 0, [(36, t, 120, 110) for t in range(0, 3840, 480)])]
-    for channel, program, notes in parts:
-        track = mido.MidiTrack([mido.Message("program_change", channel=channel, program=program, time=0)])
-        events = []
-        for pitch, start, length, velocity in notes:
-            events += [(start, 1, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)),
-                       (start + length, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0))]
-        now = 0
-        for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
-            track.append(msg.copy(time=tick - now))
-            now = tick
-        mid.tracks.append(track)
+    data = midi_file_bytes([(0, 33, [(36, 0, 960, 100), (43, 960, 960, 90), (41, 1923, 957, 95)]),
+                            (1, 0, [(60, 0, 1920, 80), (64, 0, 1920, 70), (67, 1920, 1920, 85)]),
+                            (9, 0, [(36, t, 120, 110) for t in range(0, 3840, 480)])])
     path = tmp_path / "song.mid"
-    mid.save(path)
+    path.write_bytes(data)
     return path
 
 

@@ -19,7 +19,7 @@ import soundfile as sf
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install -e .[web]")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import music_like  # noqa: E402
+from conftest import midi_file_bytes, music_like  # noqa: E402
 from harmonycloak.cli.app import main  # noqa: E402
 from harmonycloak.config import EngineConfig  # noqa: E402
 from harmonycloak.io.audio import load_audio  # noqa: E402
@@ -71,25 +71,9 @@ def wav_bytes(duration_s: float = 1.5, *, seed: int = 0, rate: int = 44100) -> b
 
 def midi_bytes() -> bytes:
     """Two bars of bass, piano and drums (a Standard MIDI File)."""
-    mido = pytest.importorskip("mido")
-    mid = mido.MidiFile(type=1, ticks_per_beat=480)
-    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0)]))
-    for channel, program, notes in [(0, 33, [(36, 0, 960, 100), (43, 960, 960, 90)]),
-                                    (1, 0, [(60, 0, 1920, 80), (64, 0, 1920, 70), (67, 1920, 1920, 85)]),
-                                    (9, 0, [(36, t, 120, 110) for t in range(0, 3840, 480)])]:
-        track = mido.MidiTrack([mido.Message("program_change", channel=channel, program=program, time=0)])
-        events = []
-        for pitch, start, length, velocity in notes:
-            events += [(start, 1, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)),
-                       (start + length, 0, mido.Message("note_off", channel=channel, note=pitch, velocity=0))]
-        now = 0
-        for tick, _, msg in sorted(events, key=lambda e: (e[0], e[1])):
-            track.append(msg.copy(time=tick - now))
-            now = tick
-        mid.tracks.append(track)
-    buffer = io.BytesIO()
-    mid.save(file=buffer)
-    return buffer.getvalue()
+    return midi_file_bytes([(0, 33, [(36, 0, 960, 100), (43, 960, 960, 90)]),
+                            (1, 0, [(60, 0, 1920, 80), (64, 0, 1920, 70), (67, 1920, 1920, 85)]),
+                            (9, 0, [(36, t, 120, 110) for t in range(0, 3840, 480)])])
 
 
 def upload(client: TestClient, name: str, data: bytes, **form):

@@ -60,20 +60,16 @@ from harmonycloak.config import EngineConfig  # noqa: E402
 from harmonycloak.io.audio import load_audio  # noqa: E402
 from harmonycloak.web import ServeSettings  # noqa: E402
 from harmonycloak.web.app import create_app  # noqa: E402
-from test_web_api import midi_bytes  # noqa: E402
+from test_web_api import midi_bytes, models  # noqa: E402,F401  (models: the API tests' module fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, str]:
-    from harmonycloak.targets import MuseGANConfig, MuseGANTarget
-    from harmonycloak.targets.codec_lm import CodecLMConfig, CodecLMTarget
-
-    root = tmp_path_factory.mktemp("models")
-    CodecLMTarget(CodecLMConfig.tiny(), seed=0).save(root / "codec-lm")
-    MuseGANTarget(MuseGANConfig.tiny(), seed=0).save(root / "gan")
-    return {"audio": str(root / "codec-lm"), "midi": str(root / "gan")}
+def tiny_settings(model_dirs: dict[str, str]) -> ServeSettings:
+    """The app's settings for these tests: the given checkpoints, a four-step engine."""
+    return ServeSettings(model_dirs=model_dirs, device="cpu", measure_visqol=False,
+                         engine_override=EngineConfig(outer_rounds=1, outer_steps=1, inner_steps=4,
+                                                      batch_size=2))
 
 
 class Server:
@@ -127,10 +123,7 @@ def test_musician_flow_in_chromium(tmp_path, models, files):
     from harmonycloak.rights.tags import read_tags
 
     originals = {k: p.read_bytes() for k, p in files.items()}
-    settings = ServeSettings(model_dirs=models, device="cpu", measure_visqol=False,
-                             engine_override=EngineConfig(outer_rounds=1, outer_steps=1, inner_steps=4,
-                                                          batch_size=2))
-    app = create_app(data_dir=tmp_path / "data", settings=settings)
+    app = create_app(data_dir=tmp_path / "data", settings=tiny_settings(models))
     with Server(app) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -261,11 +254,7 @@ def test_embedding_shift_view_in_chromium(tmp_path, files):
     from harmonycloak.targets.embedding import ContrastiveEncoderConfig, ContrastiveMusicEncoder
 
     ContrastiveMusicEncoder(ContrastiveEncoderConfig.tiny(), seed=0).save(tmp_path / "clap-shift")
-    settings = ServeSettings(model_dirs={"audio": str(tmp_path / "clap-shift")}, device="cpu",
-                             measure_visqol=False,
-                             engine_override=EngineConfig(outer_rounds=1, outer_steps=1, inner_steps=4,
-                                                          batch_size=2))
-    app = create_app(data_dir=tmp_path / "data", settings=settings)
+    app = create_app(data_dir=tmp_path / "data", settings=tiny_settings({"audio": str(tmp_path / "clap-shift")}))
     with Server(app) as server, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -1088,15 +1088,15 @@ def _load_audio_target(choice: AudioTargetChoice, *, sample_rate_hz: int, seed: 
                                          "done once, then cached"))
 
 
+#: Chunks per forward pass when measuring a file's loss (verification, report).
+_EVAL_CHUNKS = 4
+
+
 def _mean_loss(model: Any, to_clips: Callable[[Any], Any], y: Any) -> float:
     import torch
 
     with torch.no_grad():  # a few chunks at a time: a long file's activations never all at once
         return float(torch.cat([model.example_losses(part) for part in to_clips(y).split(_EVAL_CHUNKS)]).mean())
-
-
-#: Chunks per forward pass when measuring a file's loss (verification, report).
-_EVAL_CHUNKS = 4
 
 
 def _audio_loss_pair(model: Any, to_clips: Callable[[Any], Any], x: Any, perturbation: Any,

@@ -112,6 +112,7 @@ class _Decision:
     action: str  # "skip", "adopt", "run", "fail"
     force: bool = False
     reason: str = ""
+    output_sha256: str | None = None  # "adopt": the hash the adoption check computed
 
 
 def _report_path(output: Path) -> Path:
@@ -129,32 +130,34 @@ def _intact(record: JobRecord, output: Path) -> bool:
     return size == record.output_size and _report_path(output).is_file()
 
 
-def _adoptable(f: PlannedFile, entry: QueueEntry, settings: JobSettings) -> bool:
-    """The output and report on disk are exactly what this job would record as done."""
+def _adoptable(f: PlannedFile, entry: QueueEntry, settings: JobSettings) -> str | None:
+    """The output's SHA-256 when the output and report on disk are exactly what this job
+    would record as done; None otherwise."""
     from harmonycloak.config import config_dict
     from harmonycloak.io.files import sha256_file
 
     report_file = _report_path(f.output)
     if not (f.output.is_file() and report_file.is_file()):
-        return False
+        return None
     try:
         report = json.loads(report_file.read_text())
         output_sha = sha256_file(f.output)
     except (OSError, ValueError, InputError):
-        return False
+        return None
     if not isinstance(report, dict):
-        return False
+        return None
     wanted_target = settings.target_for(f.kind)
     mark = report.get("watermark")
     payload = mark.get("payload") if isinstance(mark, dict) else None
     wanted_payload = str(settings.watermark[1]).lower() if settings.watermark else None
-    return ((report.get("input") or {}).get("sha256") == entry.source_sha256
-            and (report.get("output") or {}).get("sha256") == output_sha
-            and report.get("seed") == entry.seed
-            and report.get("mode") == settings.mode
-            and (wanted_target is None or report.get("target") == wanted_target)
-            and report.get("config") == config_dict(settings.config)
-            and payload == wanted_payload)
+    adoptable = ((report.get("input") or {}).get("sha256") == entry.source_sha256
+                 and (report.get("output") or {}).get("sha256") == output_sha
+                 and report.get("seed") == entry.seed
+                 and report.get("mode") == settings.mode
+                 and (wanted_target is None or report.get("target") == wanted_target)
+                 and report.get("config") == config_dict(settings.config)
+                 and payload == wanted_payload)
+    return output_sha if adoptable else None
 
 
 def _decide(f: PlannedFile, record: JobRecord | None, settings: JobSettings, *,
@@ -175,8 +178,9 @@ def _decide(f: PlannedFile, record: JobRecord | None, settings: JobSettings, *,
     exists = f.output.exists() or _report_path(f.output).exists()
     if not exists:
         return _Decision(f, entry, "run", force=force)
-    if _adoptable(f, entry, settings):
-        return _Decision(f, entry, "adopt")
+    adopted_sha = _adoptable(f, entry, settings)
+    if adopted_sha is not None:
+        return _Decision(f, entry, "adopt", output_sha256=adopted_sha)
     ours = record is not None and (record.attempts > 0 or record.status == "done")
     if ours and record.status == "done" and record.settings_sha256 != entry.settings_sha256 and not force:
         return _Decision(f, entry, "conflict")
@@ -317,7 +321,7 @@ def _record_decisions(state: BatchState, decisions: list[_Decision], summary: Ba
     state.queue(d.entry for d in decisions if d.action != "skip")
     for d in decisions:
         if d.action == "adopt":
-            state.mark_done(d.file.relative, output_sha256=sha256_file(d.file.output),
+            state.mark_done(d.file.relative, output_sha256=d.output_sha256,
                             output_size=d.file.output.stat().st_size,
                             report_sha256=sha256_file(_report_path(d.file.output)),
                             seconds=None)
