@@ -201,6 +201,41 @@ def test_labels_come_from_labels_csv_then_folders_then_files(tmp_path):
     assert harness._file_labels(tmp_path, flat) == ({flat[0]: "p", flat[1]: "q"}, "one label per file")
 
 
+def test_a_flat_folder_of_tagged_tracks_is_grouped_by_artist(tmp_path):
+    from mutagen.flac import FLAC
+    from mutagen.id3 import TPE1
+    from mutagen.wave import WAVE
+
+    artists = {"a1.flac": "Zed", "a2.flac": "Zed", "a3.wav": "Zed", "b1.flac": "Amy",
+               "c1.flac": "Bob", "c2.flac": "Bob", "none.flac": None}
+    files = []
+    for name, artist in artists.items():
+        path = tmp_path / name
+        sf.write(path, music_like(8000, 1, 0.3).T, 8000)
+        if artist and path.suffix == ".flac":
+            tags = FLAC(path)
+            tags["artist"] = f" {artist} "
+            tags.save()
+        elif artist:
+            wave = WAVE(path)
+            wave.add_tags()
+            wave.tags.add(TPE1(encoding=3, text=[artist]))
+            wave.save()
+        files.append(path)
+    labels, origin = harness._file_labels(tmp_path, sorted(files))
+    assert origin == "artist tags"
+    assert labels == {tmp_path / n: a for n, a in artists.items() if a}  # untagged left out
+    # most files first, ties by name; a given protected label still goes first
+    assert harness._pick_labels(labels, PROFILES["smoke"], tmp_path, origin) == ["Zed", "Bob", "Amy"]
+    chosen = replace(PROFILES["smoke"], protected_label="Amy")
+    assert harness._pick_labels(labels, chosen, tmp_path, origin) == ["Amy", "Zed", "Bob"]
+    # one artist only: the files are their own labels
+    for f in files[3:]:
+        f.unlink()
+    labels, origin = harness._file_labels(tmp_path, files[:3])
+    assert origin == "one label per file"
+
+
 @pytest.mark.parametrize("share,size,count", [(0.0, 8, 0), (0.05, 8, 1), (0.10, 8, 1),
                                               (0.15, 8, 2), (1.0, 8, 8), (0.15, 20, 3)])
 def test_share_count_rounds_up_and_keeps_zero(share, size, count):

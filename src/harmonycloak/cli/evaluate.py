@@ -59,8 +59,8 @@ def evaluate(
     out_dir: Path = typer.Option(..., "--out", "-o", file_okay=False, show_default=False,
                                  help="Folder for results.json, report.md and the plots."),
     data: Path = typer.Option(None, "--data", file_okay=False, show_default=False,
-                              help="Folder of music (audio or MIDI; labels from labels.csv or "
-                                   "sub-folders). Default: data/dev-music, or data/dev-midi "
+                              help="Folder of music (audio or MIDI; labels from labels.csv, "
+                                   "sub-folders or artist tags). Default: data/dev-music, or data/dev-midi "
                                    "with --kind midi."),
     kind: Kind = typer.Option(None, "--kind", case_sensitive=False, show_default=False,
                               help="audio or midi (default: whichever --data holds)."),

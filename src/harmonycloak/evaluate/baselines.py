@@ -287,8 +287,9 @@ class L2Ball:
         return self._torch.zeros(self.shape, device=self.device, requires_grad=True)
 
     def delta(self, params: Any) -> Any:
-        rms = params.square().mean().sqrt()
-        return self.epsilon * params / self._torch.clamp(rms, min=1.0)
+        # 1/max(1, rms) written without a square root at zero: sqrt's gradient there is
+        # 0·inf = NaN, which made every PGD step a no-op (δ stayed 0) from p = 0.
+        return self.epsilon * params * self._torch.rsqrt(params.square().mean().clamp_min(1.0))
 
     def apply(self, x: Any, params: Any) -> Any:
         return (x + self.delta(params).to(x.dtype)).clamp(-1.0, 1.0)
@@ -325,9 +326,11 @@ def _pgd(norm: Literal["linf", "l2"], samples: np.ndarray, sample_rate_hz: int, 
     with torch.no_grad():
         perturbed = ball.apply(x, result.params)
         loss_after = float(target.loss(model_input(perturbed)))
+        loss_trained = float(target.loss(model_input(x)))
         delta = (perturbed - x).cpu().numpy().astype(np.float32)
     details = {"norm": norm, "epsilon": float(epsilon), "seed": int(seed),
                "loss_clean": loss_before, "loss_perturbed": loss_after,
+               "loss_clean_trained": loss_trained,
                "max_abs": float(np.abs(delta).max()),
                "rms": float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))),
                "engine": {"outer_rounds": settings.outer_rounds,

@@ -11,7 +11,8 @@ The experiment (paper section 5; every random draw from ``seed``):
 
 1. **Data** (:func:`load_dataset`): excerpts (audio) or four-bar phrases (MIDI) of up to
    ``profile.artists`` labels: ``labels.csv`` (columns ``file``/``path`` and
-   ``label``/``genre``/``artist``), else the sub-folders, else one label per file. The
+   ``label``/``genre``/``artist``), else the sub-folders, else the files' artist tags
+   (the artists with the most files first), else one label per file. The
    first label is the protected artist, set P; the others are the rest R.
 2. **Pre-trained model**: the attacker's architecture trained once on the whole folder
    as ``protect`` trains its white-box targets (the registry's cache), so the
@@ -55,6 +56,7 @@ import math
 import os
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -194,11 +196,33 @@ def _file_labels(root: Path, files: list[Path]) -> tuple[dict[Path, str], str]:
     folders = {f: f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1}
     if len(set(folders.values())) >= 2:
         return folders, "sub-folders"
+    artists = _artist_labels(files)
+    if len(set(artists.values())) >= 2:
+        return artists, ARTIST_TAGS
     return {f: f.stem for f in files}, "one label per file"
 
 
-def _pick_labels(labels: dict[Path, str], profile: EvalProfile, root: Path) -> list[str]:
+ARTIST_TAGS = "artist tags"
+
+
+def _artist_labels(files: list[Path]) -> dict[Path, str]:
+    """``file → artist`` for the files whose metadata names an artist (untagged files
+    are left out): a flat folder of tagged tracks is then grouped by real artist."""
+    from harmonycloak.rights.tags import read_artist
+
+    found = {f: read_artist(f) for f in files}
+    return {f: a for f, a in found.items() if a}
+
+
+def _pick_labels(labels: dict[Path, str], profile: EvalProfile, root: Path,
+                 origin: str = "") -> list[str]:
+    """The labels in the order they are used: sorted by name; for artist tags, the
+    artists with the most files first (ties by name), so the evaluation picks the
+    artists with the most music. ``profile.protected_label`` goes first when given."""
     names = sorted(set(labels.values()))
+    if origin == ARTIST_TAGS:
+        count = Counter(labels.values())
+        names.sort(key=lambda name: -count[name])
     if profile.protected_label is not None:
         if profile.protected_label not in names:
             raise InputError(f"{root}: no label {profile.protected_label!r}; the labels are "
@@ -228,7 +252,7 @@ def load_dataset(root: str | os.PathLike[str], *, kind: str | None, profile: Eva
         hint = AUDIO_HINT if kind == "audio" else MIDI_HINT
         raise InputError(f"{path}: no {kind} files to evaluate on; {hint}, or give --data DIR")
     labels, origin = _file_labels(path, files)
-    names = _pick_labels(labels, profile, path)
+    names = _pick_labels(labels, profile, path, origin)
     reader = _audio_clips if kind == "audio" else _midi_phrases
     clips, label_of, sources, notes, kept = reader(path, labels, names, profile, seed, progress)
     if len(kept) < 2:

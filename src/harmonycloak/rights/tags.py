@@ -60,6 +60,7 @@ __all__ = [
     "check_url",
     "default_copyright",
     "normalize_isrc",
+    "read_artist",
     "read_tags",
     "tag_file",
     "tag_format",
@@ -241,6 +242,24 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
         if value:
             found["licence_url"] = value
     return found
+
+
+_ARTIST = Field("TPE1", "ARTIST", "\xa9ART", "the performing artist")
+
+
+def read_artist(path: str | os.PathLike[str]) -> str | None:
+    """The file's artist tag (ID3 ``TPE1``, Vorbis ``ARTIST``, MP4 ``\xa9ART``), stripped;
+    None when the file has none or its metadata cannot be read (a file without tags
+    is not an error here: the caller falls back to another label)."""
+    try:
+        audio, kind = _open(Path(path))
+    except InputError:
+        return None
+    if audio.tags is None:
+        return None
+    reader = {"id3": _read_id3, "vorbis": _read_vorbis, "mp4": _read_mp4}[kind]
+    value = reader(audio.tags, _ARTIST)
+    return value.strip() or None if value else None
 
 
 def _read_id3(tags: Any, spec: Field) -> str | None:
