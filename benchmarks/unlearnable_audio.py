@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/unlearnable_audio.py --target codec-lm|latent-diffusion
         [--clips 108] [--share 0.15] [--seconds 4] [--mode spectrum|tone]
         [--stage1-steps 300] [--steps 300] [--rounds 3] [--eot none|proxy|mp3]
-        [--visqol 4] [--per-codebook] [--json-out F]
+        [--visqol 4] [--per-codebook] [--objective lm|collapse] [--json-out F]
 
 1. Excerpts of ``--seconds`` from the dev music (``scripts/get_dev_music.sh``; 44.1 kHz
    stereo tracks, several excerpts per track, shuffled with seed 0); the first ``share``
@@ -95,14 +95,57 @@ def eot_channel(kind: str, generator: torch.Generator):
     return lambda x: mix.apply(x, mix.sample(generator))
 
 
+class CollapseObjective:
+    """Experiment: a "target" whose loss is how far the frozen tokenizer's latents of the
+    batch sit from one anchor latent (P's mean latent, residual-quantized), relative to
+    the anchor's energy. Frames pulled into the anchor's cells get the same codes, and a
+    token stream that repeats is the easiest thing an LM trained from scratch learns.
+    Nothing to train: ``train_step`` only reports the loss."""
+
+    name = "codec-lm-collapse"
+
+    def __init__(self, base, protected: torch.Tensor) -> None:
+        self.base = base
+        with torch.no_grad():
+            wave, _ = base.to_model_rate(protected)
+            mean = base._encode(wave).mean(dim=(0, 1), keepdim=True)
+            self.anchor = base._assign(mean, soft=False).quantized
+            self.energy = float(self.anchor.square().sum())
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        from harmonycloak.targets.codec_lm import frozen
+
+        with frozen(self.base.tokenizer):
+            wave, _ = self.base.to_model_rate(x)
+            latent = self.base._encode(wave)
+        return (latent - self.anchor).square().sum(-1).mean() / self.energy
+
+    @torch.no_grad()
+    def example_losses(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.loss(row[None]) for row in x])
+
+    def train_step(self, x: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self.loss(x))
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+
 def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Namespace):
     """The cloak on P (:func:`harmonycloak.evaluate.harness.craft_audio`) against a target
-    trained alongside from scratch over the frozen first stage."""
+    trained alongside from scratch over the frozen first stage (``--objective lm``), or
+    against :class:`CollapseObjective` (``--objective collapse``, codec LM only)."""
     from harmonycloak.evaluate.harness import craft_audio
     from harmonycloak.perturb.optimize import EngineSettings
 
     crafter = new_target(name, seed=2)
     stage1_module(crafter).load_state_dict(stage1)
+    if args.objective == "collapse":
+        crafter = CollapseObjective(crafter, protected)
     channel = eot_channel(args.eot, torch.Generator().manual_seed(5))
     cloaked, summary = craft_audio(protected, crafter, sample_rate_hz=SAMPLE_RATE_HZ,
                                    settings=EngineSettings(args.rounds, 5, 20, args.pgd_step,
@@ -193,6 +236,10 @@ def main() -> None:
     parser.add_argument("--per-codebook", action="store_true",
                         help="codec-lm: NLL per codebook of each trained attacker on the "
                              "protected clips, and the share of tokens the cloak changes")
+    parser.add_argument("--objective", default="lm", choices=("lm", "collapse"),
+                        help="what the cloak minimizes: the LM's loss (the paper's eq. 5) or, "
+                             "as an experiment, the distance of every frame's latent to one "
+                             "anchor (codec-lm)")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -248,6 +295,7 @@ def main() -> None:
     for label, values in ratios.items():
         print(f"ratio {label:11s} " + " ".join(f"{v:7.3f}" for v in values))
     line = json.dumps({"target": args.target, "mode": args.mode, "eot": args.eot,
+                       "objective": args.objective,
                        "clips": len(clips), "protected": n_protected, "seconds": args.seconds,
                        "snr_db": round(snr_db, 2), "nmr": nmr, "visqol": quality,
                        "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios,

@@ -17,7 +17,7 @@ from harmonycloak.cli.app import main
 from harmonycloak.errors import InputError
 from harmonycloak.evaluate import harness
 from harmonycloak.evaluate.profiles import PROFILES, get_profile
-from harmonycloak.evaluate.report import PLOT_FILES, write_outputs
+from harmonycloak.evaluate.report import PLOT_FILES, render_markdown, write_outputs
 from harmonycloak.targets import audio_registry
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -315,4 +315,6 @@ def test_midi_evaluation_runs_every_stage(tmp_path, monkeypatch):
     written = write_outputs(results, tmp_path / "out")
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Not measured for MIDI" in report and "EB %" in report
+    long_run = {**results, "timing_s": {**results["timing_s"], "total": 6295.2}}
+    assert "; 6295 s in all." in render_markdown(long_run)   # not "6e+03 s"
     assert len(written) == 2 + len(PLOT_FILES)

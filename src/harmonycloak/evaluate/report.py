@@ -67,7 +67,8 @@ def _f(value: Any, digits: int = 3, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     if isinstance(value, (int, float)):
-        return f"{value * scale:.{digits}g}" if abs(value * scale) >= 1000 else f"{value * scale:.{digits}f}"
+        # from 1000 up, whole numbers (6295 s, not 6e+03 s); below, ``digits`` decimals
+        return f"{value * scale:.0f}" if abs(value * scale) >= 1000 else f"{value * scale:.{digits}f}"
     return str(value)
 
 
