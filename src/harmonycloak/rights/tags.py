@@ -231,7 +231,7 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
     tags = audio.tags
     if tags is None:
         return {}
-    reader = {"id3": _read_id3, "vorbis": _read_vorbis, "mp4": _read_mp4}[kind]
+    reader = _READERS[kind]
     found: dict[str, str] = {}
     for name, spec in FIELDS.items():
         value = reader(tags, spec)
@@ -257,8 +257,7 @@ def read_artist(path: str | os.PathLike[str]) -> str | None:
         return None
     if audio.tags is None:
         return None
-    reader = {"id3": _read_id3, "vorbis": _read_vorbis, "mp4": _read_mp4}[kind]
-    value = reader(audio.tags, _ARTIST)
+    value = _READERS[kind](audio.tags, _ARTIST)
     return value.strip() or None if value else None
 
 
@@ -291,6 +290,10 @@ def _read_mp4(tags: Any, spec: Field) -> str | None:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
     return str(value)
+
+
+_READERS = {"id3": _read_id3, "vorbis": _read_vorbis, "mp4": _read_mp4}
+"""How each container kind (:func:`tag_format`) reads one :class:`Field`."""
 
 
 # ---------------------------------------------------------------------------------------
