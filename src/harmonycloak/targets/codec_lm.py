@@ -116,7 +116,6 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -129,6 +128,8 @@ from torch import Tensor, nn
 
 from harmonycloak.errors import InputError, ModelLoadError
 from harmonycloak.perturb.dsp import resample
+from harmonycloak.targets import checkpoint
+from harmonycloak.targets.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 
 __all__ = [
     "CodecLMConfig",
@@ -160,8 +161,6 @@ OptimizerName = Literal["sgd", "adam", "adamw"]
 
 FORMAT_NAME = "harmonycloak.codec-lm"
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
 
 
 # --------------------------------------------------------------------------- config
@@ -1225,18 +1224,11 @@ class CodecLMTarget:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``directory`` (created), each
         atomically. Optimizer state is not saved. Returns the directory."""
-        from safetensors.torch import save_file
-
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        _atomic(path / SAFETENSORS_FILE, lambda tmp: save_file(state, str(tmp)))
         meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "target": self.name,
                 "config": self.config.to_dict(), "options": self.options(),
                 "tokenizer_steps": self.tokenizer_steps, "lm_steps": self.lm_steps}
-        _atomic(path / CONFIG_FILE,
-                lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
-        return path
+        return checkpoint.write_checkpoint(directory, meta, state)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], **kwargs: Any) -> CodecLMTarget:
@@ -1244,32 +1236,19 @@ class CodecLMTarget:
         optimizer, lr, seed, stereo, sample_rate_hz, ...). Never unpickles anything.
         Raises ModelLoadError naming the directory when it is missing, incomplete, of
         another format or its weights do not match."""
-        path = Path(directory)
         hint = (f"point it at a directory written by CodecLMTarget.save() holding "
                 f"{CONFIG_FILE} and {SAFETENSORS_FILE}")
-        if not path.is_dir():
-            raise ModelLoadError(f"{path}: no such model directory; {hint}")
-        config_path, weights_path = path / CONFIG_FILE, path / SAFETENSORS_FILE
-        if not config_path.is_file():
-            raise ModelLoadError(f"{path}: {CONFIG_FILE} is missing; {hint}")
+        path, config_path = checkpoint.open_checkpoint(directory, fix=hint)
         try:
-            meta = json.loads(config_path.read_text())
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-                found = meta.get("format") if isinstance(meta, dict) else None
-                raise ValueError(f"format {found!r} is not {FORMAT_NAME!r}")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"format_version {meta.get('format_version')!r} is not "
-                                 f"{FORMAT_VERSION} (written by another harmonycloak)")
+            meta = checkpoint.check_format(json.loads(config_path.read_text()), name=FORMAT_NAME,
+                                version=FORMAT_VERSION, version_key="format_version")
             config = CodecLMConfig.from_dict(meta["config"])
             options = {**meta["options"], **kwargs}
         except (ValueError, KeyError, TypeError, InputError) as err:
             raise ModelLoadError(f"{config_path}: not a codec-LM config ({err}); {hint}") from err
-        if not weights_path.is_file():
-            raise ModelLoadError(f"{path}: {SAFETENSORS_FILE} is missing; {hint}")
+        weights_path = checkpoint.require_weights(path, fix=hint)
         try:
-            from safetensors.torch import load_file
-
-            state = load_file(str(weights_path))
+            state = checkpoint.read_weights(weights_path)
         except Exception as err:  # corrupt or truncated file
             raise ModelLoadError(f"{weights_path}: cannot read the weights ({err}); "
                                  f"{hint}") from err
@@ -1310,13 +1289,3 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise InputError(f"device {device!r} is not a torch device; use auto, cpu or cuda") from err
 
-
-def _atomic(destination: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -50,6 +50,8 @@ from harmonycloak.config import resolve_device
 from harmonycloak.errors import InputError, ModelLoadError
 from harmonycloak.io.files import atomic_write
 from harmonycloak.perturb.dsp import resample
+from harmonycloak.targets import checkpoint
+from harmonycloak.targets.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 
 __all__ = [
     "AudioEncoder",
@@ -85,8 +87,6 @@ MelScale = Literal["htk", "slaney"]
 _TARGET_FORMAT = "harmonycloak.embedding_shift"
 _ENCODER_FORMAT = "harmonycloak.contrastive_encoder"
 _FORMAT_VERSION = 1
-_CONFIG_FILE = "config.json"
-_WEIGHTS_FILE = "model.safetensors"
 _ENCODER_DIR = "encoder"
 _ENCODER_CLASSES = {
     "contrastive": ("harmonycloak.targets.embedding", "ContrastiveMusicEncoder"),
@@ -526,18 +526,11 @@ class ContrastiveMusicEncoder(nn.Module):
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` (format, version, config, seed, steps) and
         ``model.safetensors`` to ``directory`` (created if missing), each atomically."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write(out / _WEIGHTS_FILE, lambda p: save_file(tensors, str(p)), force=True)
         meta = {"format": _ENCODER_FORMAT, "version": _FORMAT_VERSION,
                 "config": asdict(self.config), "seed": self.seed,
                 "trained_steps": self.trained_steps}
-        atomic_write(out / _CONFIG_FILE,
-                     lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"), force=True)
-        return out
+        return checkpoint.write_checkpoint(directory, meta, tensors, replace=_replace)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *,
@@ -549,22 +542,18 @@ class ContrastiveMusicEncoder(nn.Module):
         """
         where = Path(directory)
         fix = (f"point it at a directory written by ContrastiveMusicEncoder.save() holding "
-               f"{_CONFIG_FILE} and {_WEIGHTS_FILE}")
+               f"{CONFIG_FILE} and {SAFETENSORS_FILE}")
         meta = _read_meta(where, _ENCODER_FORMAT, fix)
-        config_path = where / _CONFIG_FILE
+        config_path = where / CONFIG_FILE
         try:
             encoder = cls(ContrastiveEncoderConfig.from_dict(meta["config"]), seed=meta["seed"])
             encoder.trained_steps = int(meta.get("trained_steps", 0))
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise ModelLoadError(f"{config_path}: not a usable encoder config ({exc}); "
                                  f"{fix}") from exc
-        weights = where / _WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelLoadError(f"{where}: {_WEIGHTS_FILE} is missing; {fix}")
+        weights = checkpoint.require_weights(where, fix=fix)
         try:
-            from safetensors.torch import load_file
-
-            encoder.load_state_dict(load_file(str(weights)))
+            encoder.load_state_dict(checkpoint.read_weights(weights))
         except Exception as exc:  # corrupt file, missing or mis-shaped weights
             raise ModelLoadError(f"{weights}: cannot load these weights into the encoder of "
                                  f"{config_path} ({type(exc).__name__}: {exc}); {fix}") from exc
@@ -891,8 +880,7 @@ class EmbeddingShiftTarget:
         out.mkdir(parents=True, exist_ok=True)
         self.encoder.save(out / _ENCODER_DIR)
         meta = {"format": _TARGET_FORMAT, "version": _FORMAT_VERSION, **self.options()}
-        atomic_write(out / _CONFIG_FILE,
-                     lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"), force=True)
+        checkpoint.write_config(out / CONFIG_FILE, meta, replace=_replace)
         return out
 
     @classmethod
@@ -904,12 +892,12 @@ class EmbeddingShiftTarget:
         """
         where = Path(directory)
         fix = (f"point it at a directory written by EmbeddingShiftTarget.save() holding "
-               f"{_CONFIG_FILE} and {_ENCODER_DIR}/")
+               f"{CONFIG_FILE} and {_ENCODER_DIR}/")
         meta = _read_meta(where, _TARGET_FORMAT, fix)
         try:
             module, name = _ENCODER_CLASSES[meta["encoder"]]
         except (KeyError, TypeError):
-            raise ModelLoadError(f"{where / _CONFIG_FILE}: unknown encoder "
+            raise ModelLoadError(f"{where / CONFIG_FILE}: unknown encoder "
                                  f"{meta.get('encoder')!r}; expected one of "
                                  f"{sorted(_ENCODER_CLASSES)}; {fix}") from None
         encoder_cls = getattr(importlib.import_module(module), name)
@@ -919,25 +907,23 @@ class EmbeddingShiftTarget:
                        else sample_rate_hz, pooling=meta["pooling"], window_s=meta["window_s"],
                        seed=meta["seed"] if seed is None else seed, device=device)
         except (KeyError, TypeError, InputError) as exc:
-            raise ModelLoadError(f"{where / _CONFIG_FILE}: not a usable target config ({exc}); "
+            raise ModelLoadError(f"{where / CONFIG_FILE}: not a usable target config ({exc}); "
                                  f"{fix}") from exc
 
 
 def _read_meta(where: Path, expected_format: str, fix: str) -> dict[str, Any]:
     """``config.json`` of a harmonycloak model directory, format and version checked."""
-    if not where.is_dir():
-        raise ModelLoadError(f"{where}: no such model directory; {fix}")
-    config_path = where / _CONFIG_FILE
-    if not config_path.is_file():
-        raise ModelLoadError(f"{where}: {_CONFIG_FILE} is missing; {fix}")
+    _, config_path = checkpoint.open_checkpoint(where, fix=fix)
     try:
         meta = json.loads(config_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{config_path}: unreadable ({exc}); {fix}") from exc
-    found = meta.get("format") if isinstance(meta, dict) else None
-    if found != expected_format:
-        raise ModelLoadError(f"{config_path}: format {found!r} is not {expected_format!r}; {fix}")
-    if meta.get("version") != _FORMAT_VERSION:
-        raise ModelLoadError(f"{config_path}: format version {meta.get('version')!r} is not "
-                             f"{_FORMAT_VERSION} (written by another harmonycloak); {fix}")
-    return meta
+    try:
+        return checkpoint.check_format(meta, name=expected_format, version=_FORMAT_VERSION)
+    except ValueError as exc:
+        raise ModelLoadError(f"{config_path}: {exc}; {fix}") from None
+
+
+def _replace(path: Path, write: Any) -> None:
+    """The encoder and target files go through :func:`atomic_write` (fsynced), overwriting."""
+    atomic_write(path, write, force=True)

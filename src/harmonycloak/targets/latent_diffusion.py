@@ -80,7 +80,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -92,6 +91,8 @@ from torch import Tensor, nn
 from harmonycloak.config import resolve_device
 from harmonycloak.errors import InputError, ModelLoadError
 from harmonycloak.perturb.dsp import resample, resampled_length
+from harmonycloak.targets import checkpoint
+from harmonycloak.targets.checkpoint import CONFIG_FILE, SAFETENSORS_FILE
 
 from .mel import MelConfig, MelFrontEnd
 
@@ -105,8 +106,6 @@ OptimizerName = Literal["sgd", "adam", "adamw"]
 
 _FORMAT = "harmonycloak.latent_diffusion"
 _FORMAT_VERSION = 1
-_CONFIG_FILE = "config.json"
-_WEIGHTS_FILE = "model.safetensors"
 _EVAL_SEED = 0x5EED
 
 
@@ -899,17 +898,9 @@ class LatentDiffusionTarget:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created),
         each atomically. Returns the directory."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        flat = self._flat_tensors()
-        _atomic_write(out / _WEIGHTS_FILE, lambda p: save_file(flat, str(p)))
         meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "target": self.name,
                 **self.options()}
-        _atomic_write(out / _CONFIG_FILE,
-                      lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
-        return out
+        return checkpoint.write_checkpoint(directory, meta, self._flat_tensors())
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, device: str = "cpu",
@@ -925,22 +916,12 @@ class LatentDiffusionTarget:
         Raises ModelLoadError when the directory, ``config.json`` or the weights are
         missing, unreadable or do not match.
         """
-        where = Path(directory)
         fix = ("point it at a directory written by LatentDiffusionTarget.save() holding "
-               f"{_CONFIG_FILE} and {_WEIGHTS_FILE}")
-        if not where.is_dir():
-            raise ModelLoadError(f"{where}: no such model directory; {fix}")
-        config_path = where / _CONFIG_FILE
-        if not config_path.is_file():
-            raise ModelLoadError(f"{where}: {_CONFIG_FILE} is missing; {fix}")
+               f"{CONFIG_FILE} and {SAFETENSORS_FILE}")
+        where, config_path = checkpoint.open_checkpoint(directory, fix=fix)
         try:
-            meta = json.loads(config_path.read_text())
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                found = meta.get("format") if isinstance(meta, dict) else None
-                raise ValueError(f"format {found!r} is not {_FORMAT!r}")
-            if meta.get("version") != _FORMAT_VERSION:
-                raise ValueError(f"format version {meta.get('version')!r} is not "
-                                 f"{_FORMAT_VERSION} (written by another harmonycloak)")
+            meta = checkpoint.check_format(json.loads(config_path.read_text()), name=_FORMAT,
+                                version=_FORMAT_VERSION)
             same_optimizer = optimizer is None or optimizer == meta["optimizer"]
             target = cls(
                 LatentDiffusionConfig.from_dict(meta["config"]),
@@ -955,27 +936,12 @@ class LatentDiffusionTarget:
         except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
             raise ModelLoadError(f"{config_path}: not a usable latent-diffusion config "
                                  f"({exc}); {fix}") from exc
-        weights = where / _WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelLoadError(f"{where}: {_WEIGHTS_FILE} is missing; {fix}")
+        weights = checkpoint.require_weights(where, fix=fix)
         try:
-            from safetensors.torch import load_file
-
-            target._load_flat_tensors(load_file(str(weights)), optimizer=same_optimizer,
+            target._load_flat_tensors(checkpoint.read_weights(weights), optimizer=same_optimizer,
                                       rng=seed is None)
         except Exception as exc:  # corrupt file, missing or mis-shaped weights
             raise ModelLoadError(f"{weights}: cannot load these weights into the model of "
                                  f"{config_path} ({type(exc).__name__}: {exc}); {fix}") from exc
         return target
 
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` next to ``path``, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -57,11 +57,9 @@ See :class:`MuseGANTarget` for the two readings of the loss δ minimizes.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +71,17 @@ from torch import Tensor, nn
 from harmonycloak.config import resolve_device
 from harmonycloak.errors import InputError, ModelLoadError
 from harmonycloak.perturb.phrases import BARS_PER_PHRASE, STEPS_PER_BAR
+from harmonycloak.targets.checkpoint import (
+    CONFIG_FILE,
+    SAFETENSORS_FILE,
+    TORCH_FILE,
+    check_format,
+    have_safetensors,
+    open_checkpoint,
+    read_weights,
+    weights_file_choice,
+    write_checkpoint,
+)
 
 __all__ = ["MuseGANConfig", "MuseGANTarget", "MuseGANGenerator", "MuseGANDiscriminator",
            "PITCHES", "Objective", "OptimizerName"]
@@ -85,9 +94,6 @@ OptimizerName = Literal["sgd", "adam"]
 
 _FORMAT = "harmonycloak.musegan"
 _FORMAT_VERSION = 1
-_CONFIG_FILE = "config.json"
-_SAFETENSORS_FILE = "model.safetensors"
-_TORCH_FILE = "model.pt"
 _STEPS_PER_BEAT = STEPS_PER_BAR // 4
 
 
@@ -593,22 +599,10 @@ class MuseGANTarget:
         """Write ``config.json`` and the weights (``model.safetensors`` when the
         ``safetensors`` package is installed, else ``model.pt``, tensors only) to
         ``directory`` (created if missing). Returns the directory."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        flat = self._flat_tensors()
-        if _have_safetensors():
-            from safetensors.torch import save_file
-
-            weights, stale = out / _SAFETENSORS_FILE, out / _TORCH_FILE
-            _atomic_write(weights, lambda p: save_file(flat, str(p)))
-        else:
-            weights, stale = out / _TORCH_FILE, out / _SAFETENSORS_FILE
-            _atomic_write(weights, lambda p: torch.save(flat, p))
-        stale.unlink(missing_ok=True)
+        weights, stale = weights_file_choice()
         meta = {"format": _FORMAT, "version": _FORMAT_VERSION, **self.options()}
-        _atomic_write(out / _CONFIG_FILE,
-                      lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
-        return out
+        return write_checkpoint(directory, meta, self._flat_tensors(), weights_file=weights,
+                                stale=stale)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, device: str = "cpu",
@@ -625,22 +619,12 @@ class MuseGANTarget:
         noise RNG resumes. Raises ModelLoadError when the directory, its ``config.json`` or
         its weights are missing, unreadable or do not match.
         """
-        where = Path(directory)
         fix = ("point it at a directory written by MuseGANTarget.save() holding "
-               f"{_CONFIG_FILE} and {_SAFETENSORS_FILE} (or {_TORCH_FILE})")
-        if not where.is_dir():
-            raise ModelLoadError(f"{where}: no such model directory; {fix}")
-        config_path = where / _CONFIG_FILE
-        if not config_path.is_file():
-            raise ModelLoadError(f"{where}: {_CONFIG_FILE} is missing; {fix}")
+               f"{CONFIG_FILE} and {SAFETENSORS_FILE} (or {TORCH_FILE})")
+        where, config_path = open_checkpoint(directory, fix=fix)
         try:
-            meta = json.loads(config_path.read_text())
-            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-                found = meta.get("format") if isinstance(meta, dict) else None
-                raise ValueError(f"format {found!r} is not {_FORMAT!r}")
-            if meta.get("version") != _FORMAT_VERSION:
-                raise ValueError(f"format version {meta.get('version')!r} is not "
-                                 f"{_FORMAT_VERSION} (written by another harmonycloak)")
+            meta = check_format(json.loads(config_path.read_text()), name=_FORMAT,
+                                version=_FORMAT_VERSION)
             same_optimizer = optimizer is None or optimizer == meta["optimizer"]
             target = cls(
                 MuseGANConfig.from_dict(meta["config"]),
@@ -654,25 +638,18 @@ class MuseGANTarget:
         except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
             raise ModelLoadError(f"{config_path}: not a usable MuseGAN config ({exc}); "
                                  f"{fix}") from exc
-        if (where / _SAFETENSORS_FILE).is_file():
-            weights = where / _SAFETENSORS_FILE
-            if not _have_safetensors():
+        if (where / SAFETENSORS_FILE).is_file():
+            weights = where / SAFETENSORS_FILE
+            if not have_safetensors():
                 raise ModelLoadError(f"{weights}: reading it needs the safetensors package; "
                                      "pip install safetensors")
-            from safetensors.torch import load_file
-
-            def read() -> dict[str, Tensor]:
-                return load_file(str(weights))
-        elif (where / _TORCH_FILE).is_file():
-            weights = where / _TORCH_FILE
-
-            def read() -> dict[str, Tensor]:
-                return torch.load(weights, map_location="cpu", weights_only=True)
+        elif (where / TORCH_FILE).is_file():
+            weights = where / TORCH_FILE
         else:
-            raise ModelLoadError(f"{where}: no weights ({_SAFETENSORS_FILE} or {_TORCH_FILE}); "
+            raise ModelLoadError(f"{where}: no weights ({SAFETENSORS_FILE} or {TORCH_FILE}); "
                                  f"{fix}")
         try:
-            flat = read()
+            flat = read_weights(weights)
             if not isinstance(flat, dict) or not all(isinstance(v, Tensor)
                                                      for v in flat.values()):
                 raise ValueError("it does not hold a flat name → tensor mapping")
@@ -682,18 +659,3 @@ class MuseGANTarget:
                                  f"{config_path} ({type(exc).__name__}: {exc}); {fix}") from exc
         return target
 
-
-def _have_safetensors() -> bool:
-    return importlib.util.find_spec("safetensors") is not None
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp_path)`` next to ``path``, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -97,7 +97,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -107,6 +106,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harmonycloak.errors import InputError, ModelLoadError
+from harmonycloak.targets.checkpoint import (  # the file names stay importable here
+    CONFIG_FILE,
+    SAFETENSORS_FILE,  # noqa: F401
+    TORCH_FILE,  # noqa: F401
+    open_checkpoint,
+    read_weights,
+    weights_file_choice,
+    write_checkpoint,
+)
 
 __all__ = [
     "DURATION_STEPS",
@@ -137,9 +145,6 @@ axis (ties to the shorter one); generation paints the representative length."""
 
 FORMAT_NAME = "harmonycloak.symbolic-lm"
 FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-TORCH_FILE = "model.pt"
 
 
 @dataclass(frozen=True)
@@ -747,18 +752,8 @@ class SymbolicLMTarget:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` and the weights (safetensors if installed, else a torch
         tensor file) into ``directory`` (created), each file atomically. Returns the path."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        try:
-            from safetensors.torch import save_file
-        except ImportError:
-            weights, writer = TORCH_FILE, lambda tmp: torch.save(state, tmp)
-            stale = SAFETENSORS_FILE
-        else:
-            weights, writer = SAFETENSORS_FILE, lambda tmp: save_file(state, tmp)
-            stale = TORCH_FILE
-        _atomic(path / weights, writer)
+        weights, stale = weights_file_choice()
         meta = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -766,24 +761,17 @@ class SymbolicLMTarget:
             "weights": weights,
             "config": self.config.to_dict(),
         }
-        _atomic(path / CONFIG_FILE,
-                lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
-        (path / stale).unlink(missing_ok=True)
-        return path
+        return write_checkpoint(directory, meta, state, weights_file=weights, stale=stale)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], **kwargs: Any) -> SymbolicLMTarget:
         """A target from a directory written by :meth:`save`; ``kwargs`` go to the
         constructor (device, optimizer, lr, ...). Raises ModelLoadError naming the
         directory when it is missing, incomplete or not a symbolic-LM model."""
-        path = Path(directory)
         hint = "write one with SymbolicLMTarget.save(DIR) (or point --model at such a directory)"
-        if not path.is_dir():
-            raise ModelLoadError(f"{path}: no such model directory; {hint}")
-        config_path = path / CONFIG_FILE
-        if not config_path.is_file():
-            raise ModelLoadError(f"{path}: {CONFIG_FILE} is missing; {hint}")
+        path, config_path = open_checkpoint(directory, fix=hint)
         try:
+            # Not check_format: older versions load, and only a newer one is refused.
             meta = json.loads(config_path.read_text())
             if meta.get("format") != FORMAT_NAME:
                 raise ValueError(f"format {meta.get('format')!r} is not {FORMAT_NAME!r}")
@@ -802,19 +790,12 @@ class SymbolicLMTarget:
         if not weights_path.is_file():
             raise ModelLoadError(f"{path}: weights file {weights_path.name} is missing; {hint}")
         try:
-            if weights_path.name.endswith(".safetensors"):
-                try:
-                    from safetensors.torch import load_file
-                except ImportError as err:
-                    raise ModelLoadError(
-                        f"{weights_path}: reading safetensors needs the 'safetensors' package; "
-                        "pip install safetensors"
-                    ) from err
-                state = load_file(str(weights_path))
-            else:
-                state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        except ModelLoadError:
-            raise
+            state = read_weights(weights_path)
+        except ImportError as err:  # a .safetensors file without the package
+            raise ModelLoadError(
+                f"{weights_path}: reading safetensors needs the 'safetensors' package; "
+                "pip install safetensors"
+            ) from err
         except Exception as err:  # corrupt or truncated file
             raise ModelLoadError(
                 f"{weights_path}: cannot read the weights ({err}); {hint}"
@@ -857,13 +838,3 @@ def _resolve_device(device: str | torch.device) -> torch.device:
             f"symbolic LM: device {device!r} is not a torch device; use auto, cpu or cuda"
         ) from err
 
-
-def _atomic(destination: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
