@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/unlearnable_audio.py --target codec-lm|latent-diffusion
         [--clips 108] [--share 0.15] [--seconds 4] [--mode spectrum|tone]
         [--stage1-steps 300] [--steps 300] [--rounds 3] [--eot none|proxy|mp3]
-        [--visqol 4] [--per-codebook] [--objective lm|collapse] [--json-out F]
+        [--visqol 4] [--per-codebook] [--objective lm|collapse] [--attacker-lm D,L]
+        [--margin-db DB] [--json-out F]
 
 1. Excerpts of ``--seconds`` from the dev music (``scripts/get_dev_music.sh``; 44.1 kHz
    stereo tracks, several excerpts per track, shuffled with seed 0); the first ``share``
@@ -63,10 +64,20 @@ def load_excerpts(count: int, seconds: float) -> torch.Tensor:
     return torch.from_numpy(np.stack([clips[i] for i in order])).float()
 
 
-def new_target(name: str, *, seed: int, optimizer: str = "sgd", lr: float | None = None):
+def new_target(name: str, *, seed: int, optimizer: str = "sgd", lr: float | None = None,
+               lm: tuple[int, int] | None = None):
+    """A fresh target at the excerpts' rate; ``lm = (d_model, n_layers)`` (codec LM only)
+    changes the Transformer's size and keeps the tokenizer's config, so a first stage
+    trained for the default still loads."""
     if name == "codec-lm":
-        from harmonycloak.targets.codec_lm import CodecLMTarget
-        return CodecLMTarget(sample_rate_hz=SAMPLE_RATE_HZ, seed=seed, optimizer=optimizer, lr=lr)
+        from dataclasses import replace
+
+        from harmonycloak.targets.codec_lm import CodecLMConfig, CodecLMTarget
+        config = None if lm is None else replace(CodecLMConfig(), d_model=lm[0], n_layers=lm[1])
+        return CodecLMTarget(config, sample_rate_hz=SAMPLE_RATE_HZ, seed=seed,
+                             optimizer=optimizer, lr=lr)
+    if lm is not None:
+        raise SystemExit("--attacker-lm: only for --target codec-lm")
     from harmonycloak.targets.latent_diffusion import LatentDiffusionTarget
     return LatentDiffusionTarget(sample_rate_hz=SAMPLE_RATE_HZ, seed=seed, optimizer=optimizer, lr=lr)
 
@@ -150,7 +161,8 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
     cloaked, summary = craft_audio(protected, crafter, sample_rate_hz=SAMPLE_RATE_HZ,
                                    settings=EngineSettings(args.rounds, 5, 20, args.pgd_step,
                                                            args.alpha, 8),
-                                   mode=args.mode, channel=channel, seed=0)
+                                   mode=args.mode, channel=channel, seed=0,
+                                   margin_db=args.margin_db)
     return cloaked, summary
 
 
@@ -168,13 +180,14 @@ def mp3(x: torch.Tensor) -> torch.Tensor:
 
 
 def attack(name: str, stage1: dict, protected: torch.Tensor, rest: torch.Tensor, steps: int,
-           *, per_codebook: bool = False):
+           *, per_codebook: bool = False, lm: tuple[int, int] | None = None):
     """An attacker from scratch (Adam 3e-4) over the frozen first stage; its mean loss on
     ``protected`` every 25 steps (:func:`harmonycloak.evaluate.harness.train_attacker`),
-    and with ``per_codebook`` (codec LM) the trained attacker's NLL per codebook on it."""
+    and with ``per_codebook`` (codec LM) the trained attacker's NLL per codebook on it.
+    ``lm``: the attacker's Transformer size, when it is not the crafter's."""
     from harmonycloak.evaluate.harness import train_attacker
 
-    target = new_target(name, seed=7, optimizer="adam", lr=3e-4)
+    target = new_target(name, seed=7, optimizer="adam", lr=3e-4, lm=lm)
     stage1_module(target).load_state_dict(stage1)
     curves = train_attacker(target, torch.cat([protected, rest]), {"seen": protected},
                             steps=steps, batch_size=8, eval_every=25, seed=3)
@@ -240,6 +253,15 @@ def main() -> None:
                         help="what the cloak minimizes: the LM's loss (the paper's eq. 5) or, "
                              "as an experiment, the distance of every frame's latent to one "
                              "anchor (codec-lm)")
+    parser.add_argument("--margin-db", type=float, default=None,
+                        help="how far below the masking threshold the cloak's bounds sit "
+                             "(default: the budget's, 6 dB spectrum / 3 dB tone); smaller is "
+                             "louder")
+    parser.add_argument("--attacker-lm", default=None, metavar="D,L",
+                        help="codec-lm: the attacker's Transformer width and depth (e.g. 128,2 "
+                             "or 384,6) when it is not the crafter's (256,4); the tokenizer "
+                             "stays the one the defender knows (a public codec, as EnCodec is "
+                             "for MusicGen): does the cloak transfer to an unseen LM?")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -276,7 +298,9 @@ def main() -> None:
     runs = {"clean": protected, "cloaked": cloaked, "cloaked+mp3-128k": mp3(cloaked),
             "gaussian": gaussian}
     per_codebook = args.per_codebook and args.target == "codec-lm"
-    attacked = {label: attack(args.target, stage1, data, rest, args.steps, per_codebook=per_codebook)
+    lm = tuple(int(v) for v in args.attacker_lm.split(",")) if args.attacker_lm else None
+    attacked = {label: attack(args.target, stage1, data, rest, args.steps,
+                              per_codebook=per_codebook, lm=lm)
                 for label, data in runs.items()}
     curves = {label: curve for label, (curve, _) in attacked.items()}
     splits = {label: split for label, (_, split) in attacked.items() if split is not None}
@@ -295,7 +319,8 @@ def main() -> None:
     for label, values in ratios.items():
         print(f"ratio {label:11s} " + " ".join(f"{v:7.3f}" for v in values))
     line = json.dumps({"target": args.target, "mode": args.mode, "eot": args.eot,
-                       "objective": args.objective,
+                       "objective": args.objective, "attacker_lm": args.attacker_lm,
+                       "margin_db": args.margin_db,
                        "clips": len(clips), "protected": n_protected, "seconds": args.seconds,
                        "snr_db": round(snr_db, 2), "nmr": nmr, "visqol": quality,
                        "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios,

@@ -242,3 +242,25 @@ def test_budget_dataclasses_are_frozen():
         budget.margin_db = 0.0  # type: ignore[misc]
     assert budget.margin_db == DEFAULT_SPECTRUM_MARGIN_DB
     assert isinstance(np.asarray(budget.upper), np.ndarray)
+
+
+def test_strong_preset_lets_the_spectrum_budget_sit_closer_to_the_mask():
+    """strong-v1 trades quality for strength by a smaller audio margin (config.STRONG_MARGIN_DB);
+    the other presets keep the budget's default. Where the upper bound is set by the mask
+    (not by full scale or the music's own level), it rises by exactly the difference."""
+    from harmonycloak.config import STRONG_MARGIN_DB, preset
+
+    assert preset("light-v1").audio.margin_db is None
+    assert preset("standard-v1").audio.margin_db is None
+    assert preset("strong-v1").audio.margin_db == STRONG_MARGIN_DB < DEFAULT_SPECTRUM_MARGIN_DB
+    x = sine(44100, 440.0, 0.5, channels=2) + sine(44100, 2500.0, 0.5, amplitude=0.05, channels=2)
+    mask = masking_threshold(x, 44100)
+    default = masked_spectrum_budget(x, 44100, masking=mask)
+    strong = masked_spectrum_budget(x, 44100, masking=mask, margin_db=STRONG_MARGIN_DB)
+    assert bool((strong.upper >= default.upper).all())
+    assert bool((strong.active | ~default.active).all())   # active stays active
+    both = default.active & strong.active
+    gain = strong.upper[both] / default.upper[both]
+    expected = 10 ** ((DEFAULT_SPECTRUM_MARGIN_DB - STRONG_MARGIN_DB) / 20)
+    assert float((gain - expected).abs().lt(1e-3 * expected).float().mean()) > 0.5
+    assert float(gain.max()) <= expected * (1 + 1e-4)

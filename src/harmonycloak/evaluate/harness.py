@@ -558,11 +558,12 @@ def share_count(share: float, size: int) -> int:
 
 def craft_audio(protected: Tensor, crafter: Any, *, sample_rate_hz: int, settings: Any,
                 mode: str = "spectrum", channel: Callable[[Tensor], Tensor] | None = None,
-                seed: int = 0, device: str = "cpu",
+                seed: int = 0, device: str = "cpu", margin_db: float | None = None,
                 on_iteration: Callable[[dict[str, Any]], None] | None = None
                 ) -> tuple[Tensor, dict[str, Any]]:
     """The white-box cloak on a set of clips ``[n, channels, samples]``: the clips side by
-    side as one piece, its masking budget (``mode``: ``"spectrum"`` or ``"tone"``), the
+    side as one piece, its masking budget (``mode``: ``"spectrum"`` or ``"tone"``; bounds
+    ``margin_db`` below the masking threshold, None: the budget's default), the
     bi-level loop of eq. 5 against ``crafter`` (which trains on the cloaked clips in its
     outer steps) with the clips as its batch; ``channel`` (optional) maps the batch
     through the expectation over transformations; ``device`` holds the perturbation (the
@@ -577,12 +578,13 @@ def craft_audio(protected: Tensor, crafter: Any, *, sample_rate_hz: int, setting
 
     n = protected.shape[-1]
     long = torch.cat(list(protected), dim=1)                      # [channels, clips * n]
+    margin = {} if margin_db is None else {"margin_db": float(margin_db)}
     if mode == "spectrum":
-        perturbation = MaskedSpectrumPerturbation(masked_spectrum_budget(long, sample_rate_hz),
-                                                  device=device)
+        perturbation = MaskedSpectrumPerturbation(
+            masked_spectrum_budget(long, sample_rate_hz, **margin), device=device)
     else:
-        perturbation = DominantTonePerturbation(dominant_tone_budget(long, sample_rate_hz),
-                                                device=device)
+        perturbation = DominantTonePerturbation(
+            dominant_tone_budget(long, sample_rate_hz, **margin), device=device)
     long = long.to(device)
     shared = SharedDelta(perturbation)
 
