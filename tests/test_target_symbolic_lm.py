@@ -181,6 +181,10 @@ def test_load_errors_name_the_directory_and_the_fix(tmp_path):
     (path / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="config.json"):
         SymbolicLMTarget.load(path)
+    for not_an_object in ("[1, 2]", '"text"', "3"):   # valid JSON, but not a config
+        (path / "config.json").write_text(not_an_object)
+        with pytest.raises(ModelLoadError, match="not a symbolic-LM config .format None"):
+            SymbolicLMTarget.load(path)
 
 
 def test_generate_returns_valid_reproducible_phrases():

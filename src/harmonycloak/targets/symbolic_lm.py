@@ -773,8 +773,9 @@ class SymbolicLMTarget:
         try:
             # Not check_format: older versions load, and only a newer one is refused.
             meta = json.loads(config_path.read_text())
-            if meta.get("format") != FORMAT_NAME:
-                raise ValueError(f"format {meta.get('format')!r} is not {FORMAT_NAME!r}")
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+                found = meta.get("format") if isinstance(meta, dict) else None
+                raise ValueError(f"format {found!r} is not {FORMAT_NAME!r}")
             if int(meta.get("format_version", -1)) > FORMAT_VERSION:
                 raise ValueError(
                     f"format_version {meta['format_version']} is newer than this harmonycloak "
