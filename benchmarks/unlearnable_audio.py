@@ -4,7 +4,7 @@
         [--clips 108] [--share 0.15] [--seconds 4] [--mode spectrum|tone]
         [--stage1-steps 300] [--steps 300] [--rounds 3] [--eot none|proxy|mp3]
         [--visqol 4] [--per-codebook] [--objective lm|collapse] [--attacker-lm D,L]
-        [--margin-db DB] [--json-out F]
+        [--margin-db DB] [--attacker-stage1-seed N] [--json-out F]
 
 1. Excerpts of ``--seconds`` from the dev music (``scripts/get_dev_music.sh``; 44.1 kHz
    stereo tracks, several excerpts per track, shuffled with seed 0); the first ``share``
@@ -257,6 +257,11 @@ def main() -> None:
                         help="how far below the masking threshold the cloak's bounds sit "
                              "(default: the budget's, 6 dB spectrum / 3 dB tone); smaller is "
                              "louder")
+    parser.add_argument("--attacker-stage1-seed", type=int, default=None, metavar="N",
+                        help="the attacker's first stage (tokenizer / VAE) is not the one the "
+                             "cloak was crafted with but its own, built (and fitted for "
+                             "--stage1-steps) from seed N: does the cloak carry over to "
+                             "another tokenizer?")
     parser.add_argument("--attacker-lm", default=None, metavar="D,L",
                         help="codec-lm: the attacker's Transformer width and depth (e.g. 128,2 "
                              "or 384,6) when it is not the crafter's (256,4); the tokenizer "
@@ -297,6 +302,11 @@ def main() -> None:
               f"Gaussian at the same SNR {quality['gaussian']}")
     runs = {"clean": protected, "cloaked": cloaked, "cloaked+mp3-128k": mp3(cloaked),
             "gaussian": gaussian}
+    if args.attacker_stage1_seed is not None:   # the attacker's own tokenizer / VAE
+        other = new_target(args.target, seed=args.attacker_stage1_seed)
+        fit_stage1(other, clips, args.stage1_steps)
+        stage1 = {k: v.clone() for k, v in stage1_module(other).state_dict().items()}
+        print(f"attacker's first stage: its own, from seed {args.attacker_stage1_seed}")
     per_codebook = args.per_codebook and args.target == "codec-lm"
     lm = tuple(int(v) for v in args.attacker_lm.split(",")) if args.attacker_lm else None
     attacked = {label: attack(args.target, stage1, data, rest, args.steps,
@@ -321,6 +331,7 @@ def main() -> None:
     line = json.dumps({"target": args.target, "mode": args.mode, "eot": args.eot,
                        "objective": args.objective, "attacker_lm": args.attacker_lm,
                        "margin_db": args.margin_db,
+                       "attacker_stage1_seed": args.attacker_stage1_seed,
                        "clips": len(clips), "protected": n_protected, "seconds": args.seconds,
                        "snr_db": round(snr_db, 2), "nmr": nmr, "visqol": quality,
                        "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios,
