@@ -4,7 +4,7 @@
         [--clips 108] [--share 0.15] [--seconds 4] [--mode spectrum|tone]
         [--stage1-steps 300] [--steps 300] [--rounds 3] [--eot none|proxy|mp3]
         [--visqol 4] [--per-codebook] [--objective lm|collapse] [--attacker-lm D,L]
-        [--margin-db DB] [--attacker-stage1-seed N] [--json-out F]
+        [--margin-db DB] [--attacker-stage1-seed N] [--tokenizer-ensemble K] [--json-out F]
 
 1. Excerpts of ``--seconds`` from the dev music (``scripts/get_dev_music.sh``; 44.1 kHz
    stereo tracks, several excerpts per track, shuffled with seed 0); the first ``share``
@@ -155,6 +155,9 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
 
     crafter = new_target(name, seed=2)
     stage1_module(crafter).load_state_dict(stage1)
+    if args.tokenizer_ensemble > 1:
+        crafter = Ensemble([crafter] + [other_stage1_crafter(name, 100 + k, args)
+                                        for k in range(1, args.tokenizer_ensemble)])
     if args.objective == "collapse":
         crafter = CollapseObjective(crafter, protected)
     channel = eot_channel(args.eot, torch.Generator().manual_seed(5))
@@ -164,6 +167,31 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
                                    mode=args.mode, channel=channel, seed=0,
                                    margin_db=args.margin_db)
     return cloaked, summary
+
+
+class Ensemble:
+    """Experiment (``--tokenizer-ensemble K``): K crafting models, each over its own first
+    stage; the loss is their mean and each outer step trains them all."""
+
+    name = "ensemble"
+
+    def __init__(self, members: list) -> None:
+        self.members = members
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.loss(x) for m in self.members]).mean()
+
+    def train_step(self, x: torch.Tensor) -> float:
+        return sum(m.train_step(x) for m in self.members) / len(self.members)
+
+
+def other_stage1_crafter(name: str, seed: int, args: argparse.Namespace):
+    """A crafting model over a first stage of its own (seed ``seed``; fitted for
+    ``--stage1-steps`` on the excerpts when that is above 0)."""
+    model = new_target(name, seed=seed)
+    if args.stage1_steps:
+        fit_stage1(model, load_excerpts(args.clips, args.seconds), args.stage1_steps)
+    return model
 
 
 def as_16bit(x: torch.Tensor) -> torch.Tensor:
@@ -257,6 +285,11 @@ def main() -> None:
                         help="how far below the masking threshold the cloak's bounds sit "
                              "(default: the budget's, 6 dB spectrum / 3 dB tone); smaller is "
                              "louder")
+    parser.add_argument("--tokenizer-ensemble", type=int, default=1, metavar="K",
+                        help="experiment: craft against K models, each over its own first "
+                             "stage (seeds 1, 101, 102, ...), to see whether a cloak that "
+                             "moves several tokenizers at once reaches an unseen one "
+                             "(with --attacker-stage1-seed)")
     parser.add_argument("--attacker-stage1-seed", type=int, default=None, metavar="N",
                         help="the attacker's first stage (tokenizer / VAE) is not the one the "
                              "cloak was crafted with but its own, built (and fitted for "
@@ -332,6 +365,7 @@ def main() -> None:
                        "objective": args.objective, "attacker_lm": args.attacker_lm,
                        "margin_db": args.margin_db,
                        "attacker_stage1_seed": args.attacker_stage1_seed,
+                       "tokenizer_ensemble": args.tokenizer_ensemble,
                        "clips": len(clips), "protected": n_protected, "seconds": args.seconds,
                        "snr_db": round(snr_db, 2), "nmr": nmr, "visqol": quality,
                        "craft_s": round(craft_s, 1), "curves": curves, "ratios": ratios,
