@@ -146,7 +146,8 @@ class CollapseObjective:
         return None
 
 
-def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Namespace):
+def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Namespace,
+          clips: torch.Tensor):
     """The cloak on P (:func:`harmonycloak.evaluate.harness.craft_audio`) against a target
     trained alongside from scratch over the frozen first stage (``--objective lm``), or
     against :class:`CollapseObjective` (``--objective collapse``, codec LM only)."""
@@ -156,7 +157,7 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
     crafter = new_target(name, seed=2)
     stage1_module(crafter).load_state_dict(stage1)
     if args.tokenizer_ensemble > 1:
-        crafter = Ensemble([crafter] + [other_stage1_crafter(name, 100 + k, args)
+        crafter = Ensemble([crafter] + [own_stage1(name, 100 + k, clips, args.stage1_steps)
                                         for k in range(1, args.tokenizer_ensemble)])
     if args.objective == "collapse":
         crafter = CollapseObjective(crafter, protected)
@@ -185,12 +186,11 @@ class Ensemble:
         return sum(m.train_step(x) for m in self.members) / len(self.members)
 
 
-def other_stage1_crafter(name: str, seed: int, args: argparse.Namespace):
-    """A crafting model over a first stage of its own (seed ``seed``; fitted for
-    ``--stage1-steps`` on the excerpts when that is above 0)."""
+def own_stage1(name: str, seed: int, clips: torch.Tensor, steps: int):
+    """A fresh target from ``seed`` over a first stage of its own, fitted for ``steps``
+    on ``clips`` (0: the seeded random one, frozen)."""
     model = new_target(name, seed=seed)
-    if args.stage1_steps:
-        fit_stage1(model, load_excerpts(args.clips, args.seconds), args.stage1_steps)
+    fit_stage1(model, clips, steps)
     return model
 
 
@@ -316,7 +316,7 @@ def main() -> None:
         print(f"stage 1 ({args.stage1_steps} steps): loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     else:
         print("stage 1: not trained (a seeded random tokenizer / VAE, frozen)")
-    cloaked, summary = craft(args.target, protected, stage1, args)
+    cloaked, summary = craft(args.target, protected, stage1, args, clips)
     craft_s = summary["craft_s"]
     cloaked = as_16bit(cloaked)
     noise = cloaked - protected
@@ -336,8 +336,7 @@ def main() -> None:
     runs = {"clean": protected, "cloaked": cloaked, "cloaked+mp3-128k": mp3(cloaked),
             "gaussian": gaussian}
     if args.attacker_stage1_seed is not None:   # the attacker's own tokenizer / VAE
-        other = new_target(args.target, seed=args.attacker_stage1_seed)
-        fit_stage1(other, clips, args.stage1_steps)
+        other = own_stage1(args.target, args.attacker_stage1_seed, clips, args.stage1_steps)
         stage1 = {k: v.clone() for k, v in stage1_module(other).state_dict().items()}
         print(f"attacker's first stage: its own, from seed {args.attacker_stage1_seed}")
     per_codebook = args.per_codebook and args.target == "codec-lm"

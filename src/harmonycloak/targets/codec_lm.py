@@ -1240,8 +1240,9 @@ class CodecLMTarget:
                 f"{CONFIG_FILE} and {SAFETENSORS_FILE}")
         path, config_path = checkpoint.open_checkpoint(directory, fix=hint)
         try:
-            meta = checkpoint.check_format(json.loads(config_path.read_text()), name=FORMAT_NAME,
-                                version=FORMAT_VERSION, version_key="format_version")
+            meta = checkpoint.check_format(json.loads(config_path.read_text()),
+                                           name=FORMAT_NAME, version=FORMAT_VERSION,
+                                           version_key="format_version")
             config = CodecLMConfig.from_dict(meta["config"])
             options = {**meta["options"], **kwargs}
         except (ValueError, KeyError, TypeError, InputError) as err:

@@ -921,7 +921,7 @@ class LatentDiffusionTarget:
         where, config_path = checkpoint.open_checkpoint(directory, fix=fix)
         try:
             meta = checkpoint.check_format(json.loads(config_path.read_text()), name=_FORMAT,
-                                version=_FORMAT_VERSION)
+                                           version=_FORMAT_VERSION)
             same_optimizer = optimizer is None or optimizer == meta["optimizer"]
             target = cls(
                 LatentDiffusionConfig.from_dict(meta["config"]),

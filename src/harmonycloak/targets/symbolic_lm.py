@@ -106,10 +106,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harmonycloak.errors import InputError, ModelLoadError
-from harmonycloak.targets.checkpoint import (  # the file names stay importable here
+from harmonycloak.targets.checkpoint import (
     CONFIG_FILE,
-    SAFETENSORS_FILE,  # noqa: F401
-    TORCH_FILE,  # noqa: F401
     open_checkpoint,
     read_weights,
     weights_file_choice,
