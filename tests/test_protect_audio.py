@@ -129,20 +129,27 @@ def test_long_clips_are_cut_into_chunks_and_short_ones_kept_whole(tmp_path, mode
     src = write_clip(tmp_path / "in.wav", 48000, 1, duration_s=1.3)
     config = replace(FAST, audio=AudioPerturbConfig(chunk_s=0.5))
     report = run(src, tmp_path / "o.wav", models["codec-lm"], config=config)
-    assert (report["perturbation"]["chunks"], report["perturbation"]["chunk_samples"]) == (3, 24000)
+    # 1.3 s in three equal windows of 0.43 s
+    assert (report["perturbation"]["chunks"], report["perturbation"]["chunk_samples"]) == (3, 20800)
     assert report["perturbation"]["outer_batch_size"] == 2   # min(batch_size, chunks)
     short = write_clip(tmp_path / "short.wav", 48000, 1, duration_s=0.1)
     report = run(short, tmp_path / "s.wav", models["codec-lm"])
     assert (report["perturbation"]["chunks"], report["perturbation"]["chunk_samples"]) == (1, 4800)
 
 
-def test_chunk_batch_pads_the_last_window_with_zeros():
+def test_chunk_batch_cuts_equal_windows_and_pads_the_last_by_less_than_one_per_window():
     y = torch.arange(2 * 7, dtype=torch.float32).reshape(2, 7)
-    batch = chunk_batch(y, chunk_samples=3)
+    batch = chunk_batch(y, chunk_samples=3)       # 3 windows of 3 would pad 2 of 9
     assert batch.shape == (3, 2, 3)
     assert torch.equal(batch[1], y[:, 3:6])
     assert torch.equal(batch[2], torch.tensor([[6.0, 0, 0], [13.0, 0, 0]]))
     assert chunk_batch(y, chunk_samples=100).shape == (1, 2, 7)
+    z = torch.arange(25, dtype=torch.float32).reshape(1, 25)
+    even = chunk_batch(z, chunk_samples=10)       # 3 × 9 (2 padded), not 3 × 10 (5 padded)
+    assert even.shape == (3, 1, 9)
+    assert torch.equal(even.reshape(-1)[:25], z[0])
+    assert torch.equal(even[2, 0, 7:], torch.zeros(2))
+    assert chunk_batch(z, chunk_samples=5).shape == (5, 1, 5)   # exact: no padding
 
 
 def test_shared_delta_gives_the_same_objective_and_gradient(tmp_path):
@@ -341,3 +348,33 @@ def test_cli_folder_output_mirrors_layout(tmp_path, models, capsys):
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "album" / "one.flac").exists()
     assert (tmp_path / "out" / "album" / "one.flac.report.json").exists()
+
+
+def test_verification_round_trips_match_one_by_one_and_keep_each_codecs_refusal():
+    from harmonycloak.errors import CodecError
+    from harmonycloak.io import codecs
+    from harmonycloak.pipeline import VERIFY_CODECS, _verify_round_trips
+
+    rate = 96000                                  # MP3 refuses 96 kHz; AAC and Opus take it
+    clean = music_like(rate, 2, 0.5, seed=1).astype(np.float32)
+    written = clean + np.float32(1e-3) * music_like(rate, 2, 0.5, seed=2).astype(np.float32)
+    clip = type("Clip", (), {"samples": clean, "sample_rate_hz": rate})
+    pairs = list(_verify_round_trips(written, clip))
+    assert len(pairs) == len(VERIFY_CODECS)
+    for (codec, kbps), pair in zip(VERIFY_CODECS, pairs):
+        if codec == "mp3":
+            assert isinstance(pair, CodecError) and "96000" in str(pair)
+            continue
+        coded, reference = pair
+        assert np.array_equal(coded, codecs.roundtrip(written, rate, codec=codec, bitrate_kbps=kbps))
+        assert np.array_equal(reference, codecs.roundtrip(clean, rate, codec=codec, bitrate_kbps=kbps))
+        assert not np.array_equal(coded, reference)
+
+
+def test_a_codec_that_refuses_the_rate_is_skipped_with_a_note(tmp_path, models):
+    src = write_clip(tmp_path / "in.wav", 96000, 1, duration_s=0.5)
+    report = run(src, tmp_path / "o.flac", models["codec-lm"])
+    after = report["verification"]["after_codecs"]
+    assert after["mp3_128k"] is None and after["mp3_64k"] is None
+    assert after["aac_64k"]["protected_over_clean"] is not None
+    assert any(n.startswith("mp3_128k: round trip skipped") for n in report["notes"])
