@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/unlearnable_audio.py --target codec-lm|latent-diffusion
         [--clips 108] [--share 0.15] [--seconds 4] [--mode spectrum|tone]
-        [--stage1-steps 300] [--steps 300] [--rounds 3] [--eot none|proxy|mp3]
+        [--stage1-steps 300] [--steps 300] [--rounds 3] [--inner-steps 20] [--eot none|proxy|mp3]
         [--visqol 4] [--per-codebook] [--objective lm|collapse] [--attacker-lm D,L]
-        [--margin-db DB] [--attacker-stage1-seed N] [--tokenizer-ensemble K] [--json-out F]
+        [--margin-db DB] [--attacker-stage1-seed N] [--tokenizer-ensemble K]
+        [--crafter-lm D,L] [--json-out F]
 
 1. Excerpts of ``--seconds`` from the dev music (``scripts/get_dev_music.sh``; 44.1 kHz
    stereo tracks, several excerpts per track, shuffled with seed 0); the first ``share``
@@ -154,7 +155,7 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
     from harmonycloak.evaluate.harness import craft_audio
     from harmonycloak.perturb.optimize import EngineSettings
 
-    crafter = new_target(name, seed=2)
+    crafter = new_target(name, seed=2, lm=lm_size(args.crafter_lm))
     stage1_module(crafter).load_state_dict(stage1)
     if args.tokenizer_ensemble > 1:
         crafter = Ensemble([crafter] + [own_stage1(name, 100 + k, clips, args.stage1_steps)
@@ -163,7 +164,7 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
         crafter = CollapseObjective(crafter, protected)
     channel = eot_channel(args.eot, torch.Generator().manual_seed(5))
     cloaked, summary = craft_audio(protected, crafter, sample_rate_hz=SAMPLE_RATE_HZ,
-                                   settings=EngineSettings(args.rounds, 5, 20, args.pgd_step,
+                                   settings=EngineSettings(args.rounds, 5, args.inner_steps, args.pgd_step,
                                                            args.alpha, 8),
                                    mode=args.mode, channel=channel, seed=0,
                                    margin_db=args.margin_db)
@@ -192,6 +193,11 @@ def own_stage1(name: str, seed: int, clips: torch.Tensor, steps: int):
     model = new_target(name, seed=seed)
     fit_stage1(model, clips, steps)
     return model
+
+
+def lm_size(text: str | None) -> tuple[int, int] | None:
+    """``"D,L"`` → ``(d_model, n_layers)``; None stays None (the default size)."""
+    return None if not text else tuple(int(v) for v in text.split(","))
 
 
 def as_16bit(x: torch.Tensor) -> torch.Tensor:
@@ -269,6 +275,8 @@ def main() -> None:
     parser.add_argument("--stage1-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--inner-steps", type=int, default=20,
+                        help="PGD iterations per round (light-v1 uses 10, standard-v1 20)")
     parser.add_argument("--pgd-step", type=float, default=0.001)
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--eot", default="none", choices=("none", "proxy", "mp3"))
@@ -300,6 +308,10 @@ def main() -> None:
                              "or 384,6) when it is not the crafter's (256,4); the tokenizer "
                              "stays the one the defender knows (a public codec, as EnCodec is "
                              "for MusicGen): does the cloak transfer to an unseen LM?")
+    parser.add_argument("--crafter-lm", default=None, metavar="D,L",
+                        help="codec-lm: the crafting model's Transformer width and depth when "
+                             "it is not the default (256,4): can a smaller, faster surrogate "
+                             "craft a cloak that the default-size attacker still learns from?")
     parser.add_argument("--json-out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -340,7 +352,7 @@ def main() -> None:
         stage1 = {k: v.clone() for k, v in stage1_module(other).state_dict().items()}
         print(f"attacker's first stage: its own, from seed {args.attacker_stage1_seed}")
     per_codebook = args.per_codebook and args.target == "codec-lm"
-    lm = tuple(int(v) for v in args.attacker_lm.split(",")) if args.attacker_lm else None
+    lm = lm_size(args.attacker_lm)
     attacked = {label: attack(args.target, stage1, data, rest, args.steps,
                               per_codebook=per_codebook, lm=lm)
                 for label, data in runs.items()}
@@ -362,6 +374,8 @@ def main() -> None:
         print(f"ratio {label:11s} " + " ".join(f"{v:7.3f}" for v in values))
     line = json.dumps({"target": args.target, "mode": args.mode, "eot": args.eot,
                        "objective": args.objective, "attacker_lm": args.attacker_lm,
+                       "crafter_lm": args.crafter_lm, "rounds": args.rounds,
+                       "inner_steps": args.inner_steps,
                        "margin_db": args.margin_db,
                        "attacker_stage1_seed": args.attacker_stage1_seed,
                        "tokenizer_ensemble": args.tokenizer_ensemble,
