@@ -78,7 +78,7 @@ def new_target(name: str, *, seed: int, optimizer: str = "sgd", lr: float | None
         return CodecLMTarget(config, sample_rate_hz=SAMPLE_RATE_HZ, seed=seed,
                              optimizer=optimizer, lr=lr)
     if lm is not None:
-        raise SystemExit("--attacker-lm: only for --target codec-lm")
+        raise SystemExit("--attacker-lm / --crafter-lm: only for --target codec-lm")
     from harmonycloak.targets.latent_diffusion import LatentDiffusionTarget
     return LatentDiffusionTarget(sample_rate_hz=SAMPLE_RATE_HZ, seed=seed, optimizer=optimizer, lr=lr)
 
@@ -155,7 +155,7 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
     from harmonycloak.evaluate.harness import craft_audio
     from harmonycloak.perturb.optimize import EngineSettings
 
-    crafter = new_target(name, seed=2, lm=lm_size(args.crafter_lm))
+    crafter = new_target(name, seed=2, lm=args.crafter_lm)
     stage1_module(crafter).load_state_dict(stage1)
     if args.tokenizer_ensemble > 1:
         crafter = Ensemble([crafter] + [own_stage1(name, 100 + k, clips, args.stage1_steps)
@@ -196,8 +196,25 @@ def own_stage1(name: str, seed: int, clips: torch.Tensor, steps: int):
 
 
 def lm_size(text: str | None) -> tuple[int, int] | None:
-    """``"D,L"`` → ``(d_model, n_layers)``; None stays None (the default size)."""
-    return None if not text else tuple(int(v) for v in text.split(","))
+    """``"D,L"`` → ``(d_model, n_layers)``; None stays None (the default size). Used as an
+    argparse type, so a malformed size stops the run before any work."""
+    if not text:
+        return None
+    try:
+        size = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 2 or min(size) < 1 or size[0] % 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: give width,depth as two positive whole "
+                                         "numbers, the width a multiple of 4 (e.g. 128,2)")
+    return size
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: use a whole number >= 1")
+    return value
 
 
 def as_16bit(x: torch.Tensor) -> torch.Tensor:
@@ -275,7 +292,7 @@ def main() -> None:
     parser.add_argument("--stage1-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--inner-steps", type=int, default=20,
+    parser.add_argument("--inner-steps", type=positive, default=20,
                         help="PGD iterations per round (light-v1 uses 10, standard-v1 20)")
     parser.add_argument("--pgd-step", type=float, default=0.001)
     parser.add_argument("--alpha", type=float, default=0.3)
@@ -303,17 +320,19 @@ def main() -> None:
                              "cloak was crafted with but its own, built (and fitted for "
                              "--stage1-steps) from seed N: does the cloak carry over to "
                              "another tokenizer?")
-    parser.add_argument("--attacker-lm", default=None, metavar="D,L",
+    parser.add_argument("--attacker-lm", type=lm_size, default=None, metavar="D,L",
                         help="codec-lm: the attacker's Transformer width and depth (e.g. 128,2 "
                              "or 384,6) when it is not the crafter's (256,4); the tokenizer "
                              "stays the one the defender knows (a public codec, as EnCodec is "
                              "for MusicGen): does the cloak transfer to an unseen LM?")
-    parser.add_argument("--crafter-lm", default=None, metavar="D,L",
+    parser.add_argument("--crafter-lm", type=lm_size, default=None, metavar="D,L",
                         help="codec-lm: the crafting model's Transformer width and depth when "
                              "it is not the default (256,4): can a smaller, faster surrogate "
                              "craft a cloak that the default-size attacker still learns from?")
     parser.add_argument("--json-out")
     args = parser.parse_args()
+    if (args.attacker_lm or args.crafter_lm) and args.target != "codec-lm":
+        parser.error("--attacker-lm / --crafter-lm: only for --target codec-lm")
     torch.set_num_threads(args.threads)
 
     clips = load_excerpts(args.clips, args.seconds)
@@ -352,7 +371,7 @@ def main() -> None:
         stage1 = {k: v.clone() for k, v in stage1_module(other).state_dict().items()}
         print(f"attacker's first stage: its own, from seed {args.attacker_stage1_seed}")
     per_codebook = args.per_codebook and args.target == "codec-lm"
-    lm = lm_size(args.attacker_lm)
+    lm = args.attacker_lm
     attacked = {label: attack(args.target, stage1, data, rest, args.steps,
                               per_codebook=per_codebook, lm=lm)
                 for label, data in runs.items()}

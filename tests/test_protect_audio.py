@@ -139,7 +139,7 @@ def test_long_clips_are_cut_into_chunks_and_short_ones_kept_whole(tmp_path, mode
 
 def test_chunk_batch_cuts_equal_windows_and_pads_the_last_by_less_than_one_per_window():
     y = torch.arange(2 * 7, dtype=torch.float32).reshape(2, 7)
-    batch = chunk_batch(y, chunk_samples=3)       # 3 windows of 3 would pad 2 of 9
+    batch = chunk_batch(y, chunk_samples=3)       # 7 samples: three windows of 3, 2 padded
     assert batch.shape == (3, 2, 3)
     assert torch.equal(batch[1], y[:, 3:6])
     assert torch.equal(batch[2], torch.tensor([[6.0, 0, 0], [13.0, 0, 0]]))

@@ -106,8 +106,8 @@ class AudioPerturbConfig:
     budget's measured default (6 dB spectrum, 3 dB tone: the smallest whole margins that
     keep the NMR p95 below 0 dB at the largest δ). ``chunk_s``: the file is cut into
     equal windows of at most this many seconds (as few as fit; the last one padded by a
-    few samples) that form the target's batch (10 s: MusicGen / CLAP input lengths). ``initial_fraction``: where magnitudes start
-    between their bounds.
+    few samples) that form the target's batch (10 s: MusicGen / CLAP input lengths).
+    ``initial_fraction``: where magnitudes start between their bounds.
     """
 
     mode: str = "spectrum"

@@ -639,9 +639,9 @@ def protect_audio(path: str | os.PathLike[str], output: str | os.PathLike[str], 
     the report dict.
 
     The clip (any length, channels and rate) gets a perturbation δ inside its masking
-    budget (``config.audio``: mode, margin), cut into ``config.audio.chunk_s`` windows
-    that form the target's batch ``[chunks, channels, samples]`` (the last window
-    zero-padded; a clip shorter than one window is one chunk of its own length), and δ is
+    budget (``config.audio``: mode, margin), cut into equal windows of at most
+    ``config.audio.chunk_s`` that form the target's batch ``[chunks, channels, samples]``
+    (:func:`chunk_batch`; a clip shorter than one window is one chunk of its own length), and δ is
     optimized by the bi-level loop (α from ``config.engine.alpha`` or the target's default;
     the outer steps train on ``min(config.engine.batch_size, chunks)`` chunks at a time:
     the file's chunks are all the data there is). The written file is then decoded again
@@ -1151,13 +1151,16 @@ def _verify_round_trips(written: np.ndarray, clip: Any) -> Iterator[Any]:
     """For each of :data:`VERIFY_CODECS` in turn, the round trips ``(written, clean)`` of
     the written file and of the original, or the CodecError / InputError that refused one.
 
-    The two encodes of a codec run side by side on two threads (FFmpeg's encoders release
-    the GIL while they work; each call has its own codec context), one codec at a time, so
-    no more than two decoded copies of the file exist at once, as before. On a 25 s clip
+    The two encodes of a codec run side by side on up to two threads (at most torch's
+    thread count, which a batch job sets to its share of the machine; FFmpeg's encoders
+    release the GIL while they work, and each call has its own codec context), one codec
+    at a time, so the memory held does not grow with the number of codecs. On a 25 s clip
     on two cores the eight round trips took 3.2–3.6 s instead of 6.0–6.8 s one by one;
     the results are the same bytes either way.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    import torch
 
     from harmonycloak.errors import CodecError
     from harmonycloak.io import codecs
@@ -1168,12 +1171,14 @@ def _verify_round_trips(written: np.ndarray, clip: Any) -> Iterator[Any]:
         except (CodecError, InputError) as err:
             return err
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(2, torch.get_num_threads()))) as pool:
         for codec, kbps in VERIFY_CODECS:
             coded = pool.submit(trip, written, codec, kbps)
             reference = pool.submit(trip, clip.samples, codec, kbps)
             pair = (coded.result(), reference.result())
+            coded = reference = None            # the futures would keep the arrays alive
             yield next((r for r in pair if isinstance(r, Exception)), pair)
+            pair = None
 
 
 def _verify_audio(out: Path, clip: Any, model: Any, to_clips: Callable[[Any], Any], masking: Any, *,
@@ -1197,7 +1202,7 @@ def _verify_audio(out: Path, clip: Any, model: Any, to_clips: Callable[[Any], An
     mark_key = "{}_{}k".format(*_MARK_CHECKS)
     marks = None if mark is None else {"written": _mark_check(written, clip.sample_rate_hz, mark),
                                        mark_key: None}
-    for (codec, kbps), pair in zip(VERIFY_CODECS, _verify_round_trips(written, clip)):
+    for (codec, kbps), pair in zip(VERIFY_CODECS, _verify_round_trips(written, clip), strict=True):
         key = f"{codec}_{kbps}k"
         if isinstance(pair, (CodecError, InputError)):
             after[key] = None
@@ -1207,6 +1212,7 @@ def _verify_audio(out: Path, clip: Any, model: Any, to_clips: Callable[[Any], An
         after[key] = _loss_triplet(model, to_clips, reference, coded, device)
         if marks is not None and key == mark_key:
             marks[key] = _mark_check(coded, clip.sample_rate_hz, mark)
+        del pair, coded, reference          # before the next codec's round trips
     verification = {
         "snr_db": _snr_db(clip.samples, noise),
         "nmr": {k: round(v, 3) for k, v in nmr.items()},

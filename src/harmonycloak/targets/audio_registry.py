@@ -44,7 +44,7 @@ temporary folder and renamed into place (atomic publish).
 Training data: one random segment of up to ``4 · crop_s`` seconds per file (unreadable
 files are skipped), mixed to mono (the targets' own ``stereo="mid"``) and resampled once
 with soxr to the model's rate (16 kHz for the three default configs), then cut into
-``crop_s`` crops (10 s: the chunk length protection feeds the targets) without padding
+``crop_s`` crops (10 s: the longest chunk protection feeds the targets) without padding
 (a short file is repeated); crops below -60 dBFS RMS are left out (:func:`corpus_crops`).
 Then, with ``steps`` steps per stage (:data:`DEFAULT_TRAIN_STEPS`):
 
