@@ -69,7 +69,7 @@ def new_target(name: str, *, seed: int, optimizer: str = "sgd", lr: float | None
                lm: tuple[int, int] | None = None):
     """A fresh target at the excerpts' rate; ``lm = (d_model, n_layers)`` (codec LM only)
     changes the Transformer's size and keeps the tokenizer's config, so a first stage
-    trained for the default still loads."""
+    trained for the default still loads (``main`` refuses ``lm`` for another target)."""
     if name == "codec-lm":
         from dataclasses import replace
 
@@ -77,8 +77,6 @@ def new_target(name: str, *, seed: int, optimizer: str = "sgd", lr: float | None
         config = None if lm is None else replace(CodecLMConfig(), d_model=lm[0], n_layers=lm[1])
         return CodecLMTarget(config, sample_rate_hz=SAMPLE_RATE_HZ, seed=seed,
                              optimizer=optimizer, lr=lr)
-    if lm is not None:
-        raise SystemExit("--attacker-lm / --crafter-lm: only for --target codec-lm")
     from harmonycloak.targets.latent_diffusion import LatentDiffusionTarget
     return LatentDiffusionTarget(sample_rate_hz=SAMPLE_RATE_HZ, seed=seed, optimizer=optimizer, lr=lr)
 
@@ -164,8 +162,8 @@ def craft(name: str, protected: torch.Tensor, stage1: dict, args: argparse.Names
         crafter = CollapseObjective(crafter, protected)
     channel = eot_channel(args.eot, torch.Generator().manual_seed(5))
     cloaked, summary = craft_audio(protected, crafter, sample_rate_hz=SAMPLE_RATE_HZ,
-                                   settings=EngineSettings(args.rounds, 5, args.inner_steps, args.pgd_step,
-                                                           args.alpha, 8),
+                                   settings=EngineSettings(args.rounds, 5, args.inner_steps,
+                                                           args.pgd_step, args.alpha, 8),
                                    mode=args.mode, channel=channel, seed=0,
                                    margin_db=args.margin_db)
     return cloaked, summary

@@ -947,7 +947,7 @@ def chunk_batch(y: Any, *, chunk_samples: int) -> Any:
     import torch.nn.functional as F
 
     channels, samples = y.shape[-2:]
-    count = -(-int(samples) // max(1, min(int(chunk_samples), int(samples))))
+    count = -(-int(samples) // max(1, int(chunk_samples)))
     length = -(-int(samples) // count)
     padded = F.pad(y, (0, count * length - samples))
     return padded.reshape(channels, count, length).transpose(0, 1).contiguous()
